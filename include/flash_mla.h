@@ -56,6 +56,9 @@
 extern "C" {
 #endif
 
+/* cudaStream_t is `struct CUstream_st *`; declaring the tag keeps this header free of CUDA headers. */
+struct CUstream_st;
+
 /* Fixed head dimensions of MLA. */
 #define FLASH_MLA_HEAD_DIM 576   /* K: 512 latent + 64 RoPE */
 #define FLASH_MLA_HEAD_DIM_V 512 /* V: the first 512 dims of K */

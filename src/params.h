@@ -51,7 +51,7 @@
 #define FMLA_BLOCK_M 64                      /* query rows per CTA tile */
 #define FMLA_SPLIT_OVERHEAD 5                /* fixed cost of a split, in n-blocks */
 #define FMLA_META_SIZE FLASH_MLA_METADATA_SIZE
-#define FMLA_MAX_SM_PARTS 4096               /* sched.cu keeps per-part state in shared memory */
+#define FMLA_MAX_SM_PARTS 1024               /* sched.cu keeps per-part state in shared memory */
 
 typedef struct fmla_kernel_params {
   int32_t dtype;              /* flash_mla_dtype_t */
@@ -88,6 +88,11 @@ extern "C" {
 
 /* Set the thread's last-error message (api.c). Returns `status` for tail calls. */
 flash_mla_status_t fmla_set_error(flash_mla_status_t status, const char *fmt, ...);
+/* Clear the thread's last-error message (a successful call leaves "" behind). */
+void fmla_clear_error(void);
+/* sched_host.c: argument checks shared by flash_mla_get_metadata and its host twin. */
+flash_mla_status_t fmla_check_metadata_args(const int32_t *cache_seqlens, int32_t batch, int32_t num_sm_parts,
+                                            const int32_t *meta, const int32_t *num_splits);
 
 /* api.c: every check of flash_mla_decode / flash_mla_decode_ref that reads no tensor data
  * (pointers, shapes, strides, dtype, alignment, scale). Sets the message on failure. */

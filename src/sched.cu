@@ -1,0 +1,116 @@
+/*
+ * sched.cu: the GPU metadata kernel. Splits the decode work of a batch across num_sm_parts parts
+ * from the device cache_seqlens, with no host sync, so a decode step can be captured in a graph.
+ *
+ *   in : cache_seqlens [b] int32 (device)
+ *   out: tile_scheduler_metadata [P, FLASH_MLA_METADATA_SIZE] int32, num_splits [b + 1] int32
+ *
+ * Algorithm (params.h, arithmetic in sched_math.h, host twin in sched_host.c): one CTA of 1024
+ * threads. Pass 1 reduces W = sum(nb_i + OVH). Pass 2 walks the batch in chunks of 1024 requests,
+ * scanning costs (int64) and splits (int32) with a carry, writing num_splits and recording, for
+ * each raw part boundary p*Q, the request that holds it. Pass 3 writes one row per part.
+ * Shared memory is fixed (FMLA_MAX_SM_PARTS entries, ~13 KB), whatever b is: b = 65,536 is
+ * 64 chunks.
+ *
+ * Build/check alone: nvcc -std=c++17 -O3 -Xptxas -v -Iinclude -c src/sched.cu
+ */
+#include <cuda_runtime.h>
+
+#include "params.h"
+#include "sched_math.h"
+
+#define SCHED_THREADS 1024
+
+/* Inclusive block-wide scan of an int64 over SCHED_THREADS threads; returns the inclusive value
+ * and stores the block total in *total. `warp_buf` holds 32 partial sums. */
+static __device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_t *warp_buf, int64_t *total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int64_t n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  if (lane == 31) warp_buf[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int64_t w = warp_buf[lane];
+    for (int o = 1; o < 32; o <<= 1) {
+      const int64_t n = __shfl_up_sync(0xffffffffu, w, o);
+      if (lane >= o) w += n;
+    }
+    warp_buf[lane] = w;
+  }
+  __syncthreads();
+  if (warp > 0) v += warp_buf[warp - 1];
+  *total = warp_buf[31];
+  __syncthreads(); /* warp_buf is reused by the next scan */
+  return v;
+}
+
+__global__ void __launch_bounds__(SCHED_THREADS, 1)
+fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, int32_t P,
+                     int32_t *__restrict__ meta, int32_t *__restrict__ num_splits) {
+  __shared__ int64_t warp_buf[32];
+  __shared__ int32_t preq[FMLA_MAX_SM_PARTS + 1];
+  __shared__ int64_t pcum[FMLA_MAX_SM_PARTS + 1];
+  const int tid = threadIdx.x;
+
+  /* Pass 1: W. */
+  int64_t part = 0;
+  for (int32_t i = tid; i < batch; i += SCHED_THREADS) part += fmla_sched_nblocks(cache_seqlens[i]) + FMLA_SPLIT_OVERHEAD;
+  int64_t W;
+  block_inclusive_scan(part, warp_buf, &W);
+  const int64_t Q = (W + P - 1) / P;
+
+  for (int p = tid; p <= P; p += SCHED_THREADS) { /* default: boundary at or past W */
+    preq[p] = batch;
+    pcum[p] = W;
+  }
+  __syncthreads();
+
+  /* Pass 2: chunked scans. */
+  int64_t cum_carry = 0, split_carry = 0;
+  for (int32_t base = 0; base < batch; base += SCHED_THREADS) {
+    const int32_t i = base + tid;
+    const int64_t cost = i < batch ? fmla_sched_nblocks(cache_seqlens[i]) + FMLA_SPLIT_OVERHEAD : 0;
+    int64_t chunk_total;
+    const int64_t cum = cum_carry + block_inclusive_scan(cost, warp_buf, &chunk_total) - cost;
+    const int64_t splits = i < batch ? fmla_sched_splits(cum, cost, Q) : 0;
+    int64_t split_total;
+    const int64_t split_before = split_carry + block_inclusive_scan(splits, warp_buf, &split_total) - splits;
+    if (i < batch) {
+      num_splits[i] = (int32_t)split_before;
+      if (i == batch - 1) num_splits[batch] = (int32_t)(split_before + splits);
+      /* raw boundaries p*Q in [cum, cum + cost) belong to request i */
+      for (int64_t p = (cum + Q - 1) / Q; p <= P && p * Q < cum + cost; ++p) {
+        preq[p] = i;
+        pcum[p] = cum;
+      }
+    }
+    cum_carry += chunk_total;
+    split_carry += split_total;
+  }
+  __syncthreads();
+
+  /* Pass 3: one row per part. */
+  for (int32_t p = tid; p < P; p += SCHED_THREADS) {
+    const int64_t raw_e = (int64_t)(p + 1) * Q;
+    int64_t nb_end_prev = 0;
+    if (raw_e >= W)
+      nb_end_prev = fmla_sched_nblocks(cache_seqlens[batch - 1]);
+    else if (preq[p + 1] >= 1)
+      nb_end_prev = fmla_sched_nblocks(cache_seqlens[preq[p + 1] - 1]);
+    int32_t row[FMLA_META_SIZE];
+    fmla_sched_part_row(p, P, Q, W, batch, preq[p], pcum[p], preq[p + 1], pcum[p + 1], nb_end_prev, row);
+    for (int k = 0; k < FMLA_META_SIZE; ++k) meta[(size_t)p * FMLA_META_SIZE + k] = row[k];
+  }
+}
+
+extern "C" flash_mla_status_t fmla_launch_metadata(const int32_t *cache_seqlens, int32_t batch, int32_t num_sm_parts,
+                                                   int32_t *meta, int32_t *num_splits, void *stream) {
+  fmla_metadata_kernel<<<1, SCHED_THREADS, 0, (cudaStream_t)stream>>>(cache_seqlens, batch, num_sm_parts, meta,
+                                                                      num_splits);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_get_metadata: launch failed: %s", cudaGetErrorString(e));
+  return FLASH_MLA_SUCCESS;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build (unless a carried libflash_mla.so is newer than the sources),
+# C tests, the Python GPU sweep per kernel, sanitizers on a subset, and the benchmark.
+# Logs go to $OUT (or ./out). Usage: scripts/device.sh [build|test|sanitize|bench|dev]...
+set -uo pipefail
+OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/python
+steps=${*:-build test}
+status=0
+log() { echo "[device.sh $(date +%T)] $*" | tee -a "$OUT/summary.log"; }
+
+for step in $steps; do
+  case $step in
+  build)
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu.txt"
+    if [ -f libflash_mla.so ] && [ -z "$(find src include -newer libflash_mla.so -print -quit)" ]; then
+      log "using carried libflash_mla.so"
+    else
+      log "building"; (time make -j16 lib) > "$OUT/build.log" 2>&1 || { log "BUILD FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+    fi
+    make python >/dev/null && make -j16 $(ls tests/test_*.c | grep -v test_util | sed 's|tests/\(.*\)\.c|build/tests/\1|') > "$OUT/build-tests.log" 2>&1 || { log "TEST BUILD FAILED"; tail -20 "$OUT/build-tests.log"; status=1; }
+    ;;
+  test)
+    for t in build/tests/test_*; do
+      "$t" > "$OUT/$(basename "$t").log" 2>&1; rc=$?
+      log "$(basename "$t") rc=$rc: $(tail -1 "$OUT/$(basename "$t").log")"; [ $rc = 0 ] || status=1
+    done
+    for k in ${KERNELS:-portable hopper}; do
+      FLASH_MLA_TEST_KERNEL=$k timeout ${SWEEP_TIMEOUT:-400} python3 -m pytest -q -x -rs tests/python > "$OUT/pytest-$k.log" 2>&1; rc=$?
+      log "pytest kernel=$k rc=$rc: $(tail -1 "$OUT/pytest-$k.log")"; [ $rc = 0 ] || { status=1; grep -E "Error|assert|FAILED" "$OUT/pytest-$k.log" | head -20; }
+    done
+    ;;
+  sanitize)
+    for k in ${KERNELS:-portable hopper}; do
+      for tool in memcheck racecheck; do
+        FLASH_MLA_TEST_KERNEL=$k FLASH_MLA_TEST_SUBSET=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 \
+          python3 -m pytest -q -x tests/python/test_gpu.py > "$OUT/san-$tool-$k.log" 2>&1; rc=$?
+        log "compute-sanitizer $tool kernel=$k rc=$rc: $(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/san-$tool-$k.log" | tail -2 | tr '\n' ' ')"
+        [ $rc = 0 ] || status=1
+      done
+    done
+    ;;
+  bench)
+    python3 bench/bench.py --kernel ${BENCH_KERNEL:-all} ${BENCH_ARGS:-} --out "$OUT/bench.json" --roofline "$OUT/roofline.png" \
+      2>&1 | tee "$OUT/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || status=1
+    ;;
+  dev)
+    for f in dev/*.cu; do [ -e "$f" ] || continue
+      nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc "$f" -o "build/$(basename "$f" .cu)" -lcuda > "$OUT/dev-build.log" 2>&1 \
+        && ./build/$(basename "$f" .cu) 2>&1 | tee "$OUT/dev-$(basename "$f" .cu).log" | tail -20
+    done
+    ;;
+  esac
+done
+log "done, status=$status"
+exit $status

@@ -281,6 +281,14 @@ flash_mla_status_t flash_mla_get_metadata(const int32_t *cache_seqlens, int32_t 
  * Decode
  * ------------------------------------------------------------------------------------------- */
 
+/* Weak fallbacks for a build without the Hopper kernel (decode_sm90.cu defines the real ones). */
+__attribute__((weak)) int fmla_hopper_built(void) { return 0; }
+__attribute__((weak)) flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {
+  (void)p;
+  (void)stream;
+  return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE, "this build of libflash_mla has no Hopper kernel");
+}
+
 /* Workspace: o_accum [slots, s_q * h_q, 512] fp32, then lse_accum [slots, s_q * h_q] fp32 at a
  * 256-byte boundary; slots = batch + num_sm_parts bounds the number of splits. */
 static size_t o_accum_bytes(int64_t slots, int64_t rows_total) {

@@ -1,0 +1,120 @@
+/*
+ * combine.cu: merges the split partials of the decode kernels into out and lse, and its launcher
+ * fmla_launch_combine. Runs on sm_80 and newer (plain loads and stores, no special instruction).
+ *
+ * What it computes (layouts in params.h, formula in combine_math.h). For every request i whose
+ * nsplits = num_splits[i+1] - num_splits[i] > 1, every KV head hk and every query row r
+ * (token t = r / ngroups, head h = hk*ngroups + r % ngroups), with slot_k = num_splits[i] + k:
+ *   lse_k = lse_accum[slot_k, hk, r]                        k = 0 .. nsplits-1
+ *   lse   = log sum_k exp(lse_k)   (+inf when every lse_k is -inf)
+ *   out[i, t, h, 0:512] = sum_k exp(lse_k - lse) * o_accum[slot_k, hk, r, 0:512]   (dtype of q)
+ *   lse[i, h, t] = lse
+ * Requests with one split were written by the decode kernel; their CTAs return at once.
+ *
+ * Grid (batch, h_kv, min(ceil(rows / 8), 65535)), 256 threads = 8 warps, no shared memory. Batch sits
+ * in grid x so any batch size fits; z loops over row groups when there are more than 65535.
+ * Warp w of a CTA merges row 8z + w: its lanes reduce the nsplits lse values (lane-strided, so any
+ * number of splits works) with warp shuffles, then each lane accumulates columns
+ * 4*lane + 128u .. +3 (u = 0..3) of every split in float4 (512-byte coalesced loads per warp) and
+ * writes them as 4 elements of the output dtype. A split whose weight is exactly 0 is not read.
+ *
+ * The lse merge is combine_math.h's fmla_merge_lse evaluated in parallel: the same max, the same
+ * expf terms and logf, summed in a tree instead of left to right (last-bit differences only).
+ *
+ * Build and check just this file (no GPU needed):
+ *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_80,code=sm_80 \
+ *        -gencode=arch=compute_90a,code=sm_90a -Iinclude src/combine.cu -o /tmp/combine.o
+ *   expect: 0 bytes stack frame, 0 bytes spill stores/loads, no LDL/STL in cuobjdump --dump-sass.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "params.h"
+#include "combine_math.h"
+#include "ptx_sm80.cuh"
+
+#define CMB_THREADS 256
+#define CMB_ROWS_PER_CTA (CMB_THREADS / 32)
+
+template <int IS_FP16>
+static __device__ __forceinline__ uint32_t cmb_pack2(float lo, float hi) {
+  return IS_FP16 ? cvt_rn_f16x2_f32(lo, hi) : cvt_rn_bf16x2_f32(lo, hi);
+}
+
+template <int IS_FP16>
+__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_kernel(const __grid_constant__ fmla_kernel_params p) {
+  const int req = blockIdx.x, hk = blockIdx.y;
+  const int slot0 = __ldg(p.num_splits + req);
+  const int nsplits = __ldg(p.num_splits + req + 1) - slot0;
+  if (nsplits <= 1) return; /* written directly by the decode kernel */
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rows = p.rows, ngroups = p.ngroups;
+  const int64_t slot_stride = (int64_t)p.num_heads_k * rows; /* lse_accum elements per slot */
+
+  for (int64_t r0 = (int64_t)blockIdx.z * CMB_ROWS_PER_CTA; r0 < rows; r0 += (int64_t)gridDim.z * CMB_ROWS_PER_CTA) {
+    const int R = (int)r0 + warp;
+    if (R >= rows) continue;
+    const int64_t row0 = (int64_t)slot0 * slot_stride + (int64_t)hk * rows + R; /* split 0 of this row */
+    const float *lse_k = p.lse_accum + row0;                                  /* split k: + k * slot_stride */
+
+    /* merged lse, as fmla_merge_lse */
+    float m = -INFINITY;
+    for (int k = lane; k < nsplits; k += 32) m = fmaxf(m, lse_k[k * slot_stride]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float lse = INFINITY;
+    if (m != -INFINITY) {
+      float s = 0.f;
+      for (int k = lane; k < nsplits; k += 32) s += expf(lse_k[k * slot_stride] - m);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      lse = m + logf(s);
+    }
+
+    /* weighted sum of the partial outputs; lane owns columns 4*lane + 128u .. +3 */
+    float4 acc[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float *o_row = p.o_accum + row0 * FMLA_HEAD_DIM_V + lane * 4;
+    for (int k = 0; k < nsplits; ++k) {
+      const float w = fmla_merge_weight(lse_k[k * slot_stride], lse); /* same value in every lane */
+      if (w == 0.f) continue;
+      const float4 *src = (const float4 *)(o_row + k * slot_stride * FMLA_HEAD_DIM_V);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float4 v = src[u * 32];
+        acc[u].x += w * v.x;
+        acc[u].y += w * v.y;
+        acc[u].z += w * v.z;
+        acc[u].w += w * v.w;
+      }
+    }
+
+    const int t = R / ngroups, h = hk * ngroups + (R - t * ngroups);
+    char *op = (char *)p.out +
+               ((int64_t)req * p.out_batch_stride + (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride + lane * 4) * 2;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      *(uint2 *)(op + u * 128 * 2) = make_uint2(cmb_pack2<IS_FP16>(acc[u].x, acc[u].y), cmb_pack2<IS_FP16>(acc[u].z, acc[u].w));
+    if (lane == 0) p.lse[((int64_t)req * p.num_heads_q + h) * p.seqlen_q + t] = lse;
+  }
+}
+
+extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, void *stream) {
+  if (p == NULL) return fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "fmla_launch_combine: params is NULL");
+  if (p->batch < 1 || p->num_heads_k < 1 || p->num_heads_k > 65535 || p->rows < 1)
+    return fmla_set_error(FLASH_MLA_ERROR_INVALID_SHAPE, "combine: grid (batch %d, num_heads_k %d, rows %d) out of range",
+                          p->batch, p->num_heads_k, p->rows);
+  int64_t row_groups = ((int64_t)p->rows + CMB_ROWS_PER_CTA - 1) / CMB_ROWS_PER_CTA;
+  if (row_groups > 65535) row_groups = 65535; /* the kernel loops over the rest */
+  const dim3 grid((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)row_groups);
+  if (p->dtype == FLASH_MLA_DTYPE_FP16)
+    fmla_combine_kernel<1><<<grid, CMB_THREADS, 0, (cudaStream_t)stream>>>(*p);
+  else
+    fmla_combine_kernel<0><<<grid, CMB_THREADS, 0, (cudaStream_t)stream>>>(*p);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return fmla_set_error(FLASH_MLA_ERROR_CUDA, "combine: kernel launch: %s", cudaGetErrorString(e));
+  return FLASH_MLA_SUCCESS;
+}

@@ -13,8 +13,8 @@ for step in $steps; do
   case $step in
   build)
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv | tee "$OUT/gpu.txt"
-    if [ -f libflash_mla.so ] && [ -z "$(find src include -newer libflash_mla.so -print -quit)" ]; then
-      log "using carried libflash_mla.so"
+    if [ -f libflash_mla.so ] && [ -z "${REBUILD:-}" ]; then
+      log "using carried libflash_mla.so (REBUILD=1 to build here)"
     else
       log "building"; (time make -j16 lib) > "$OUT/build.log" 2>&1 || { log "BUILD FAILED"; tail -40 "$OUT/build.log"; exit 1; }
     fi
@@ -45,9 +45,12 @@ for step in $steps; do
       2>&1 | tee "$OUT/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || status=1
     ;;
   dev)
-    for f in dev/*.cu; do [ -e "$f" ] || continue
-      nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc "$f" -o "build/$(basename "$f" .cu)" -lcuda > "$OUT/dev-build.log" 2>&1 \
-        && ./build/$(basename "$f" .cu) 2>&1 | tee "$OUT/dev-$(basename "$f" .cu).log" | tail -20
+    mkdir -p build
+    nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/test_wgmma.cu src/sched_host.c -o build/test_wgmma \
+      > "$OUT/dev-build.log" 2>&1 || { log "dev build failed"; tail -20 "$OUT/dev-build.log"; }
+    for m in ${DEV_MODES:-tile decode}; do
+      timeout 120 ./build/test_wgmma $m > "$OUT/dev-$m.log" 2>&1; rc=$?
+      log "test_wgmma $m rc=$rc: $(tail -1 "$OUT/dev-$m.log")"; tail -15 "$OUT/dev-$m.log"
     done
     ;;
   esac

@@ -73,6 +73,29 @@ static flash_mla_status_t check_stride(const char *name, int64_t stride, int64_t
   return FLASH_MLA_SUCCESS;
 }
 
+/* Distinct (b, t, h) rows of out must not share memory (the GPU writes them concurrently). Sorting
+ * the dimensions by stride, each stride must step past everything the smaller ones span. */
+static flash_mla_status_t check_out_no_overlap(const flash_mla_decode_params_t *p) {
+  int64_t size[3] = {p->num_heads_q, p->seqlen_q, p->batch};
+  int64_t stride[3] = {p->out_head_stride, p->out_seq_stride, p->out_batch_stride};
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b)
+      if (stride[b] < stride[a]) {
+        int64_t t = stride[a]; stride[a] = stride[b]; stride[b] = t;
+        t = size[a]; size[a] = size[b]; size[b] = t;
+      }
+  int64_t extent = FLASH_MLA_HEAD_DIM_V;
+  for (int a = 0; a < 3; ++a) {
+    if (size[a] <= 1) continue;
+    if (stride[a] < extent)
+      return fmla_set_error(FLASH_MLA_ERROR_INVALID_STRIDE,
+                            "out strides (batch %lld, seq %lld, head %lld) make distinct output rows overlap",
+                            (long long)p->out_batch_stride, (long long)p->out_seq_stride, (long long)p->out_head_stride);
+    extent = stride[a] * (size[a] - 1) + extent;
+  }
+  return FLASH_MLA_SUCCESS;
+}
+
 #define CHECK(expr)                                  \
   do {                                               \
     const flash_mla_status_t st_ = (expr);           \
@@ -138,6 +161,7 @@ flash_mla_status_t fmla_validate_decode_params(const flash_mla_decode_params_t *
   CHECK(check_stride("out_head_stride", p->out_head_stride, p->num_heads_q, FLASH_MLA_HEAD_DIM_V));
   CHECK(check_stride("out_seq_stride", p->out_seq_stride, p->seqlen_q, FLASH_MLA_HEAD_DIM_V));
   CHECK(check_stride("out_batch_stride", p->out_batch_stride, p->batch, FLASH_MLA_HEAD_DIM_V));
+  CHECK(check_out_no_overlap(p));
   if (p->block_table_stride < 0 || (p->batch > 1 && p->block_table_stride < p->max_blocks_per_seq))
     return fmla_set_error(FLASH_MLA_ERROR_INVALID_STRIDE, "block_table_stride = %lld must be >= max_blocks_per_seq = %d",
                           (long long)p->block_table_stride, p->max_blocks_per_seq);
@@ -199,8 +223,14 @@ static flash_mla_status_t get_device(int device, const device_info **out) {
       return fmla_set_error(FLASH_MLA_ERROR_NO_DEVICE, "no CUDA device available: %s", cudaGetErrorString(e));
     }
   }
-  if (device >= FMLA_MAX_DEVICES)
+  if (device >= FMLA_MAX_DEVICES) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || device >= count) {
+      cudaGetLastError();
+      return fmla_set_error(FLASH_MLA_ERROR_NO_DEVICE, "device %d does not exist", device);
+    }
     return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE, "device %d: at most %d devices are supported", device, FMLA_MAX_DEVICES);
+  }
   device_info *d = &g_devices[device];
   if (!atomic_load_explicit(&d->ready, memory_order_acquire)) {
     int count = 0;

@@ -31,9 +31,9 @@
  *   cost_i = nb_i + FMLA_SPLIT_OVERHEAD (per-request fixed cost in n-block units), units of
  *   request i are [cum_i, cum_i + cost_i) with its first FMLA_SPLIT_OVERHEAD units standing for
  *   the fixed cost and unit cum_i + OVH + k for n-block k. W = sum cost, Q = ceil(W / P).
- *   Raw boundary p*Q (p = 1..P-1, < W) is snapped to cum_i when it falls in request i's overhead
- *   units, so no segment is empty unless its request has no keys. Part p = [B_p, B_p+1).
- *   splits_i = 1 + #{p : cum_i + OVH <= p*Q < cum_i + cost_i}.
+ *   Raw boundary p*Q (p = 1..P-1, < W) is snapped to cum_i when cum_i <= p*Q <= cum_i + OVH, so
+ *   no segment is empty unless its request has no keys. Part p = [B_p, B_p+1).
+ *   splits_i = 1 + #{p : cum_i + OVH < p*Q < cum_i + cost_i} (1 when nb_i = 0).
  *
  * Accumulators (workspace, fp32):
  *   o_accum   [slots, h_kv, rows, 512]   partial O already divided by its own l

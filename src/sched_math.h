@@ -5,7 +5,8 @@
  * Units: request i owns units [cum_i, cum_i + cost_i), cost_i = nb_i + FMLA_SPLIT_OVERHEAD; its
  * first FMLA_SPLIT_OVERHEAD units stand for the fixed cost of a split, unit cum_i + OVH + k for
  * n-block k. W = sum cost, Q = ceil(W / P). Raw boundary p*Q lies in request preq[p] whose first
- * unit is pcum[p]; a raw boundary inside a request's overhead units snaps to the request's start,
+ * unit is pcum[p]; a raw boundary inside a request's overhead units, or on its first block unit,
+ * snaps to the request's start,
  * so every segment of a request with keys holds at least one n-block.
  */
 #ifndef FLASH_MLA_SCHED_MATH_H
@@ -27,14 +28,16 @@ FMLA_SCHED_HD int64_t fmla_sched_nblocks(int32_t L) {
 
 FMLA_SCHED_HD int64_t fmla_sched_floor_div(int64_t a, int64_t b) { return a / b; } /* a >= 0 */
 
-/* Splits of a request: 1 + raw boundaries in its block units [cum + OVH, cum + cost). */
+/* Splits of a request: 1 + raw boundaries strictly inside its block units (cum + OVH, cum + cost):
+ * a boundary at cum + OVH would leave the part before it only the overhead units, so it snaps. */
 FMLA_SCHED_HD int32_t fmla_sched_splits(int64_t cum, int64_t cost, int64_t Q) {
-  return (int32_t)(1 + fmla_sched_floor_div(cum + cost - 1, Q) - fmla_sched_floor_div(cum + FMLA_SPLIT_OVERHEAD - 1, Q));
+  if (cost <= FMLA_SPLIT_OVERHEAD) return 1;
+  return (int32_t)(1 + fmla_sched_floor_div(cum + cost - 1, Q) - fmla_sched_floor_div(cum + FMLA_SPLIT_OVERHEAD, Q));
 }
 
 /* Snapped position of a raw boundary `raw` that lies in the request starting at unit `cum`. */
 FMLA_SCHED_HD int64_t fmla_sched_snap(int64_t raw, int64_t cum) {
-  return raw - cum < FMLA_SPLIT_OVERHEAD ? cum : raw;
+  return raw - cum <= FMLA_SPLIT_OVERHEAD ? cum : raw;
 }
 
 /*
@@ -60,7 +63,7 @@ FMLA_SCHED_HD void fmla_sched_part_row(int32_t p, int32_t P, int64_t Q, int64_t 
     row[4] = 0;
   } else {
     row[1] = (int32_t)(B0 - cum_b - FMLA_SPLIT_OVERHEAD);
-    row[4] = (int32_t)(p - fmla_sched_floor_div(cum_b + FMLA_SPLIT_OVERHEAD - 1, Q));
+    row[4] = (int32_t)(p - fmla_sched_floor_div(cum_b + FMLA_SPLIT_OVERHEAD, Q));
   }
   if (raw_e >= W) {
     row[2] = batch - 1;

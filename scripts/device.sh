@@ -18,7 +18,8 @@ for step in $steps; do
     else
       log "building"; (time make -j16 lib) > "$OUT/build.log" 2>&1 || { log "BUILD FAILED"; tail -40 "$OUT/build.log"; exit 1; }
     fi
-    make python >/dev/null && make -j16 $(ls tests/test_*.c | grep -v test_util | sed 's|tests/\(.*\)\.c|build/tests/\1|') > "$OUT/build-tests.log" 2>&1 || { log "TEST BUILD FAILED"; tail -20 "$OUT/build-tests.log"; status=1; }
+    mk="make"; [ -z "${REBUILD:-}" ] && mk="make -o libflash_mla.so"
+    $mk python >/dev/null && $mk -j16 $(ls tests/test_*.c | grep -v test_util | sed 's|tests/\(.*\)\.c|build/tests/\1|') > "$OUT/build-tests.log" 2>&1 || { log "TEST BUILD FAILED"; tail -20 "$OUT/build-tests.log"; status=1; }
     ;;
   test)
     for t in build/tests/test_*; do

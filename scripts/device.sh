@@ -34,7 +34,7 @@ for step in $steps; do
   sanitize)
     for k in ${KERNELS:-portable hopper}; do
       for tool in memcheck racecheck; do
-        FLASH_MLA_TEST_KERNEL=$k FLASH_MLA_TEST_SUBSET=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 \
+        FLASH_MLA_TEST_KERNEL=$k FLASH_MLA_TEST_SUBSET=1 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
           python3 -m pytest -q -x tests/python/test_gpu.py > "$OUT/san-$tool-$k.log" 2>&1; rc=$?
         log "compute-sanitizer $tool kernel=$k rc=$rc: $(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/san-$tool-$k.log" | tail -2 | tr '\n' ' ')"
         [ $rc = 0 ] || status=1
@@ -44,6 +44,11 @@ for step in $steps; do
   bench)
     python3 bench/bench.py --kernel ${BENCH_KERNEL:-all} ${BENCH_ARGS:-} --out "$OUT/bench.json" --roofline "$OUT/roofline.png" \
       2>&1 | tee "$OUT/bench.log"; [ ${PIPESTATUS[0]} = 0 ] || status=1
+    ;;
+  host)
+    nvcc -O2 -Iinclude bench/host_overhead.cu -o build/host_overhead -L. -lflash_mla -Xlinker -rpath,$PWD > "$OUT/host-build.log" 2>&1 \
+      && ./build/host_overhead 2>&1 | tee "$OUT/host.log"
+    python3 bench/bench.py --set latency --kernel auto --no-rotate 2>&1 | tail -12 | tee -a "$OUT/host.log"
     ;;
   dev)
     mkdir -p build

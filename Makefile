@@ -53,7 +53,10 @@ test-c: $(C_TESTS)
 test-python: python
 	PYTHONPATH=python $(PYTHON) -m pytest -q -rs tests/python
 
-test: test-c test-python
+# C tests first, then pytest (its summary is the last line), never interleaved under -j.
+test: $(LIB)
+	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-python
 
 # Python packages the tests need; installed only when missing (the GPU machine is offline and has them).
 deps:

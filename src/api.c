@@ -379,6 +379,7 @@ flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params, con
   const int64_t slots = (int64_t)p->batch + num_sm_parts;
   k.o_accum = (float *)workspace;
   k.lse_accum = (float *)((char *)workspace + o_accum_bytes(slots, (int64_t)p->seqlen_q * p->num_heads_q));
+  k.cc_major = d->major;
 
   const int is_hopper = d->major == 9 && d->minor == 0;
   flash_mla_status_t st;

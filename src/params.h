@@ -80,6 +80,7 @@ typedef struct fmla_kernel_params {
   const int32_t *num_splits;  /* [b + 1] */
   float *o_accum;             /* [b + num_sm_parts, h_kv, rows, 512] */
   float *lse_accum;           /* [b + num_sm_parts, h_kv, rows] */
+  int32_t cc_major;           /* compute capability of the device (PDL needs 9+) */
 } fmla_kernel_params;
 
 #ifdef __cplusplus

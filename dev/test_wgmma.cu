@@ -2,9 +2,10 @@
  * dev/test_wgmma.cu: isolates the Hopper decode kernel (src/decode_sm90.cu) from the rest of the
  * library, in three steps, so a layout bug shows up in the smallest place that has it.
  *
- *   tile    one K block through the kernel's own TMA map, Q load, S = Q K^T wgmma (split N over the
- *           two consumer WGs) and O = P V wgmma (V read from the K tile as an MN-major operand),
- *           compared element by element with the CPU. Page sizes 64, 32 and 16 (1, 2, 4 boxes per
+ *   tile    one K block through the kernel's own TMA map and producer into both K stages, Q load,
+ *           S = Q K^T wgmma (m64n64, each WG from its own stage in that stage's tile order) and
+ *           O = P V wgmma (V read from the K tile as an MN-major operand; WG0's P from sPA, WG1's
+ *           from stage 1's RoPE tile), compared element by element with the CPU. Page sizes 64, 32 and 16 (1, 2, 4 boxes per
  *           64-key tile), bf16 and fp16, KV head 1 of 2.
  *   decode  fmla_launch_decode_hopper end to end on hostile shapes (NaN past L, sentinel block table
  *           entries, a bad page id, L = 0, causal s_q > 1, several M tiles, strided q/out, splits),
@@ -74,45 +75,61 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     tile_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap map, int hk,
                 const float *Pin, float *Sout, float *Oout) {
 #if FMLA_SM90_DEVICE
+  /* The same K block goes into both stages (stage 0 fills tile 8 first, stage 1 in order). WG0
+   * computes S from stage 0 (Sout[0]) and O[:, 0:256] from P in sPA; WG1 computes S from stage 1
+   * (Sout[1]) and O[:, 256:512] from P written over stage 1's RoPE tile, as the kernel does. */
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
-  const uint32_t sQ = sbase + SM90_OFF_Q, sK = sbase + SM90_OFF_K, sP = sbase + SM90_OFF_P, full0 = sbase + SM90_OFF_FULL;
+  const uint32_t sQ = sbase + SM90_OFF_Q, sK = sbase + SM90_OFF_K, sPA = sbase + SM90_OFF_PA;
+  const uint32_t full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
   if (threadIdx.x == 0) {
-    for (int k = 0; k < SM90_NTILES; ++k) mbarrier_init(full0 + k * 8, 1);
+    for (int k = 0; k < 2 * SM90_NTILES; ++k) {
+      mbarrier_init(full0 + k * 8, 1);
+      mbarrier_init(empty0 + k * 8, 4);
+    }
     fence_mbarrier_init_release_cluster();
   }
   __syncthreads();
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
-    if (threadIdx.x == SM90_CONSUMER_THREADS)
-      sm90_produce_block(p, &map, 0, hk, 0, 64, sK, full0, (uint64_t *)(smem + SM90_OFF_ZMASK),
-                         createpolicy_fractional_l2_evict_normal());
+    if (threadIdx.x == SM90_CONSUMER_THREADS) {
+      const uint64_t pol = createpolicy_fractional_l2_evict_normal();
+      uint64_t *zm = (uint64_t *)(smem + SM90_OFF_ZMASK);
+      sm90_produce_block(p, &map, 0, hk, 0, 64, 0, 0, sK, full0, empty0, &zm[0], pol);
+      sm90_produce_block(p, &map, 0, hk, 0, 64, 1, 0, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+                         empty0 + SM90_NTILES * 8, &zm[1], pol);
+    }
     return;
   }
   setmaxnreg_inc<232>();
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, quad = lane & 3;
   const int r0 = warp * 16 + (lane >> 2);
+  const uint32_t kst = sK + wg * SM90_STAGE_BYTES;
+  const uint32_t sP = wg ? kst + SM90_P_B_TILE * SM90_TILE_BYTES : sPA;
   sm90_load_q(p, sQ, 0, hk, 0, tid, SM90_CONSUMER_THREADS);
   cp_async_wait_all();
   fence_proxy_async_shared_cta();
   bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-  float s[16];
-  sm90_qk<kFp16>(s, sQ, sK, full0, 0, wg);
+  float s[32];
+  if (wg == 0)
+    sm90_qk<kFp16, 0>(s, sQ, kst, full0, 0);
+  else
+    sm90_qk<kFp16, 1>(s, sQ, kst, full0 + SM90_NTILES * 8, 0);
   wgmma_wait<0>();
-  for (int k = 0; k < 16; ++k) fence_operand(s[k]);
-  for (int c = 0; c < 4; ++c)
+  for (int k = 0; k < 32; ++k) fence_operand(s[k]);
+  for (int c = 0; c < 8; ++c)
     for (int e = 0; e < 4; ++e) {
-      const int row = r0 + 8 * (e >> 1), col = wg * 32 + 8 * c + 2 * quad + (e & 1);
-      Sout[row * 64 + col] = s[4 * c + e];
+      const int row = r0 + 8 * (e >> 1), col = 8 * c + 2 * quad + (e & 1);
+      Sout[wg * 64 * 64 + row * 64 + col] = s[4 * c + e];
       s[4 * c + e] = Pin[row * 64 + col];
     }
-  sm90_store_p<kFp16>(sP, s, wg, r0, quad);
+  sm90_store_p<kFp16>(sP, s, r0, quad);
   fence_proxy_async_shared_cta();
   bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
   float o[128];
   for (int k = 0; k < 128; ++k) o[k] = 0.f;
-  sm90_pv<kFp16>(o, sP, sK, wg);
+  sm90_pv<kFp16>(o, sP, kst, wg);
   wgmma_wait<0>();
   for (int k = 0; k < 128; ++k) fence_operand(o[k]);
   for (int c = 0; c < 32; ++c)
@@ -139,7 +156,7 @@ static int run_tile(int fp16, int page) {
   CK(cudaMalloc(&dk, kc.size() * 2));
   CK(cudaMalloc(&dbt, sizeof bt));
   CK(cudaMalloc(&dP, 64 * 64 * 4));
-  CK(cudaMalloc(&dS, 64 * 64 * 4));
+  CK(cudaMalloc(&dS, 2 * 64 * 64 * 4));
   CK(cudaMalloc(&dO, 64 * 512 * 4));
   CK(cudaMemcpy(dq, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dk, kc.data(), kc.size() * 2, cudaMemcpyHostToDevice));
@@ -178,7 +195,7 @@ static int run_tile(int fp16, int page) {
   kern<<<1, SM90_THREADS, SM90_SMEM_BYTES>>>(p, map, hk, dP, dS, dO);
   CK(cudaGetLastError());
   CK(cudaDeviceSynchronize());
-  std::vector<float> S(64 * 64), O(64 * 512);
+  std::vector<float> S(2 * 64 * 64), O(64 * 512);
   CK(cudaMemcpy(S.data(), dS, S.size() * 4, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(O.data(), dO, O.size() * 4, cudaMemcpyDeviceToHost));
   auto K = [&](int j, int d) {
@@ -187,15 +204,16 @@ static int run_tile(int fp16, int page) {
   };
   int bad = 0;
   double maxe = 0;
-  for (int r = 0; r < 64; ++r)
-    for (int j = 0; j < 64; ++j) {
-      double ref = 0;
-      for (int d = 0; d < 576; ++d) ref += (double)h2f(q[(size_t)(hk * 64 + r) * 576 + d], fp16) * K(j, d);
-      const double e = fabs(ref - S[r * 64 + j]);
-      maxe = std::max(maxe, e);
-      if (!(e <= 1e-3 + 1e-4 * fabs(ref)) && bad++ < 5)
-        printf("  S[%d][%d] = %f, ref %f\n", r, j, S[r * 64 + j], ref);
-    }
+  for (int st = 0; st < 2; ++st) /* S from stage 0 (WG0) and from stage 1 (WG1) */
+    for (int r = 0; r < 64; ++r)
+      for (int j = 0; j < 64; ++j) {
+        double ref = 0;
+        for (int d = 0; d < 576; ++d) ref += (double)h2f(q[(size_t)(hk * 64 + r) * 576 + d], fp16) * K(j, d);
+        const float got = S[st * 4096 + r * 64 + j];
+        const double e = fabs(ref - got);
+        maxe = std::max(maxe, e);
+        if (!(e <= 1e-3 + 1e-4 * fabs(ref)) && bad++ < 5) printf("  stage %d S[%d][%d] = %f, ref %f\n", st, r, j, got, ref);
+      }
   printf("tile %s page %2d: S max abs err %.2e", fp16 ? "fp16" : "bf16", page, maxe);
   maxe = 0;
   int badO = 0;
@@ -562,6 +580,12 @@ int main(int argc, char **argv) {
         {1, 2, 1, 64, 1, 64, 0, 3, {700, 129}, 1, 0},
         {0, 4, 1, 128, 4, 256, 0, 7, {1, 63, 65, 1025}, 0, 0},
         {1, 1, 5, 10, 5, 32, 1, 2, {37}, 0, 0},
+        /* v2 pairs: one part walks several segments with odd and even block counts, so stage 1
+         * (B blocks) falls behind stage 0 in use count; long runs exercise the rescale flag. */
+        {0, 3, 1, 128, 1, 64, 0, 1, {129, 64, 2000}, 0, 0},
+        {1, 4, 2, 64, 1, 32, 1, 2, {1, 191, 4000, 65}, 1, 0},
+        {0, 1, 1, 32, 1, 64, 0, 1, {8191}, 1, 0},
+        {0, 4, 2, 128, 1, 16, 1, 3, {640, 576, 1, 1217}, 0, 0},
     };
     for (const dcase &c : cases) {
       fails += run_decode(c, 0);

@@ -56,7 +56,7 @@ for step in $steps; do
       > "$OUT/dev-build.log" 2>&1 || { log "dev build failed"; tail -20 "$OUT/dev-build.log"; }
     for m in ${DEV_MODES:-tile decode}; do
       timeout 120 ./build/test_wgmma $m > "$OUT/dev-$m.log" 2>&1; rc=$?
-      log "test_wgmma $m rc=$rc: $(tail -1 "$OUT/dev-$m.log")"; tail -15 "$OUT/dev-$m.log"
+      log "test_wgmma $m rc=$rc: $(tail -1 "$OUT/dev-$m.log")"; tail -15 "$OUT/dev-$m.log"; [ $rc = 0 ] || status=1
     done
     ;;
   esac

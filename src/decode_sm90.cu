@@ -1,6 +1,7 @@
 /*
- * decode_sm90.cu: MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
- * specialisation. Same contract as the portable kernel (src/params.h).
+ * decode_sm90.cu (v2): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
+ * kernel (src/params.h).
  *
  * Computes, for each KV head hk and request i, over the query rows r = (t, g) of that head
  * (rows = s_q * ngroups, ngroups = h_q / h_kv):
@@ -13,48 +14,75 @@
  *   WG2 producer  one thread issues every TMA copy; setmaxnreg.dec to 40 registers.
  *   WG0, WG1      consumers; setmaxnreg.inc to 232 registers.
  * A CTA owns one 64-row M tile of one KV head and walks the segments (request i, n-blocks
- * [lo, hi)) of its part from the scheduler metadata. Per segment the consumers copy the Q tile
- * (64 x 576, cp.async, zero-filled padding rows) into shared memory; per 64-key n-block the
- * producer streams the K tile (64 x 576, all 9 column tiles of 64) into one of two stages.
+ * [lo, hi)) of its part. Per segment the consumers copy the Q tile (64 x 576, cp.async,
+ * zero-filled padding rows) into shared memory. The n-blocks of a segment go in pairs (A, B):
+ * A always in K stage 0, B in stage 1; an odd segment ends with a pair that has no B (stage 1
+ * is then skipped, so each stage keeps its own use counter and barrier phase).
  *
- * One n-block, split N for S and split columns for O:
- *   S   = Q K^T        WG0 keys 0..31, WG1 keys 32..63: wgmma m64n32k16 x 36 (A = Q, B = K, both
- *                      K-major in smem); each 64-column K tile has its own mbarrier, so S starts
- *                      when the first 8 KB land.
- *   softmax            mask (row r sees keys j < L - (s_q-1-t)), row max per WG, exchange the
- *                      two halves' maxima through smem (named barrier over the 256 consumer
- *                      threads), online rescale in exp2, P half -> smem (input dtype, 128B swizzle).
- *   O  += P V          each WG its own 256 output columns: wgmma m64n256k16 x 4 (A = P 64x64 from
- *                      smem, B = V read from the same K stage as an MN-major operand: V is the first
- *                      512 columns of the K tile, so it costs no extra load). O = 128 fp32 regs/thread.
- *   release stage      after both WGs' PV wgmmas complete (checked at the next S wait).
+ * Split of the work (why): v1 split S by keys (m64n32 per WG), so both WGs read all of Q from
+ * shared memory for every block (216 KB/block of smem reads at 128 B/clk) and both WGs did
+ * softmax at the same time while the tensor cores idled. v2 gives each WG a whole block's S
+ * (m64n64k16 x 36, Q read once per block) and staggers the WGs by one S, so one WG's softmax
+ * always runs under the other WG's wgmma. O stays split by columns (WG0 cols 0..255, WG1
+ * 256..511, 128 fp32 regs/thread): every WG multiplies BOTH P_A and P_B into its half.
  *
- *   producer  |TMA K[n+1] (9 x 8 KB, other stage)..........|wait empty|TMA K[n+2] ...
- *   WG0       |S[:, 0:32]  |max|xchg|exp,P[:, 0:32]|bar|PV O[:, 0:256]   |S(n+1)...
- *   WG1       |S[:,32:64]  |max|xchg|exp,P[:,32:64]|bar|PV O[:,256:512]  |S(n+1)...
- *   tensor    |==S(n)======|                          |==PV(n)==========|==S(n+1)==
- * Row sums l stay per thread (partial over the thread's columns) and are reduced across the
- * quad and the two WGs once, in the epilogue. Rows past L and pages whose id is outside
- * [0, num_blocks) are zeroed in the V tile before PV (stale smem or NaN slots; 0 * NaN = NaN);
- * scores there are forced to 0 (bad page) and -inf (past the row's limit).
+ *   WG0  S_A = Q K_A^T; m_A = max(m, rowmax S_A); P_A = exp2(S_A - m_A) -> smem (sPA), m_A -> smem
+ *        O_L = O_L * exp2(m - m_A) + P_A V_A[:, 0:256]
+ *        wait P_B: O_L = O_L * exp2(m_A - m_B) + P_B V_B[:, 0:256]
+ *   WG1  S_B = Q K_B^T; wait m_A; m_B = max(m_A, rowmax S_B); P_B = exp2(S_B - m_B) -> smem
+ *        (written over K_B's RoPE tile, dead once S_B is done), m_B -> smem
+ *        O_R = O_R * exp2(m - m_A) + P_A V_A[:, 256:512]
+ *        O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512]
+ *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
+ *   row's max moved from m_A to m_B: WG1 ORs that over its 128 threads (bar.red.or) and
+ *   publishes the flag with m_B, so both WGs branch the same way and usually skip the wait.
+ *
+ * Timeline of a pair in steady state (tensor = the SM's tensor cores, issue order = run order):
+ *   tensor   |== S_A (WG0) ==|== S_B (WG1) ==|PV_A_L|PV_A_R|PV_B_L|== S_A' ==|PV_B_R|== S_B' ==
+ *   WG0      |issue S_A      |softmax A, P_A |issue PV_A_L .. wait P_B, issue PV_B_L,
+ *            |               |               |wait PV_A_L, free V_A[:,L], issue S_A' ...
+ *   WG1      |issue S_B (queued behind S_A)  |softmax B (m_A known), P_B|issue PV_A_R, PV_B_R,
+ *            |                               |wait PV_A_R, free V_A[:,R]; wait PV_B_R, issue S_B'
+ *   producer |TMA K_A'[RoPE] as soon as S_A is done, K_A'[0:256] after PV_A_L, [256:512] after
+ *            |PV_A_R; K_B' tiles after PV_B_L / PV_B_R
+ * Tensor work per pair: 2 x S (4.72 MFLOP) + 4 x PV half (2.10 MFLOP) = 17.8 MFLOP, ~5990 clk at
+ * the measured 778 TFLOPS; softmax (~300-500 clk) always hides under the other WG's S or PV.
+ *
+ * Fine-grained release: every 8 KB column tile of a K stage has its own "full" (TMA bytes) and
+ * "empty" (consumer arrivals) mbarrier, so the producer refills a tile as soon as its last
+ * reader is done: stage 0 tile 8 (RoPE) right after S_A (the S loop of stage 0 starts at tile 8
+ * so the early tile is used first), V tiles after the PV that reads them. Empty arrivals are one
+ * per warp (count 4), except stage 1 tile 8 (P_B) which both WGs read (count 8).
+ *
+ * Hand-offs between the WGs (mbarriers, phase = pair counter parity):
+ *   PA_ready (count 1)  WG0 -> WG1: P_A in sPA, m_A in sMA, V_A's masked rows zeroed
+ *   PB_ready (count 1)  WG1 -> WG0: P_B in stage 1 tile 8, m_B in sMB, the rescale flag
+ *   PA_free  (count 4)  WG1 -> WG0: PV_A_R has read sPA and sMA (WG0 may overwrite them)
+ *
+ * Masking: row r sees keys j < L - (s_q-1-t). Keys on a page id outside [0, num_blocks) are never
+ * loaded and score 0 with a zero V row (same as the reference). The WG that owns a block zeroes
+ * the V rows past L and on bad pages (all 512 columns) before it publishes its P (stale smem or
+ * NaN slots; 0 * NaN = NaN). Row sums l stay per thread (partial over the thread's columns and the
+ * WG's blocks) and are reduced across the quad and the two WGs once, in the epilogue.
  *
  * Shared memory (dynamic, 1024-byte aligned; every 64x64 tile uses the TMA 128-byte swizzle:
  * 16-byte chunk c of row r lives at r*128 + ((c ^ (r % 8)) * 16), 8-row atoms of 1024 bytes):
  *   Q      9 x 8 KB      73,728
  *   K/V    2 x 9 x 8 KB 147,456   (stage s, tile t at 73,728 + s*73,728 + t*8,192)
- *   P      8 KB           8,192
- *   row max [2][64] f32 512, row sum [2][64] f32 512, bad-page masks [2] u64, 20 mbarriers
- *   total 230,576 + 1,024 alignment slack = 231,600 of 232,448 (227 KB).
+ *   P_A    8 KB           8,192   (P_B lives in stage 1's RoPE tile)
+ *   m_A, m_B [64] f32 512, row sum [2][64] f32 512, bad-page masks [2] u64, flag, 39 mbarriers
+ *   total 230,744 + 1,024 alignment slack = 231,768 of 232,448 (227 KB).
  *
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
  * 64-key tile). Others return FLASH_MLA_ERROR_UNSUPPORTED_DEVICE (api.c falls back).
  *
  * Build/check just this file:
  *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_90a,code=sm_90a \
- *        -gencode=arch=compute_80,code=sm_80 -Iinclude src/decode_sm90.cu -o /tmp/d90.o
+ *        -gencode=arch=compute_80,code=sm_80 -Iinclude -Isrc src/decode_sm90.cu -o /tmp/d90.o
  *   cuobjdump --dump-sass /tmp/d90.o | grep -c HGMMA        (and no LDL/STL)
- * Debug: -DFMLA_SM90_DEBUG=1 bounds every mbarrier wait (printf + trap on a hang).
- * Layout unit test on a GPU: dev/test_wgmma.cu (one S tile and one PV tile against the CPU).
+ * Debug: -DFMLA_SM90_DEBUG=1 bounds every mbarrier wait (printf naming the barrier + trap).
+ * Unit test on a GPU: dev/test_wgmma.cu (tile: one S and one PV tile; decode: hostile shapes).
+ * History: v1 (split-N S, both WGs in lockstep, whole-stage release) is in git before v2.
  */
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -85,15 +113,23 @@
 #define SM90_STAGE_BYTES (SM90_NTILES * SM90_TILE_BYTES)
 #define SM90_OFF_Q 0
 #define SM90_OFF_K (SM90_OFF_Q + SM90_STAGE_BYTES)
-#define SM90_OFF_P (SM90_OFF_K + 2 * SM90_STAGE_BYTES)
-#define SM90_OFF_RMAX (SM90_OFF_P + SM90_TILE_BYTES) /* float [2][64] */
-#define SM90_OFF_LSUM (SM90_OFF_RMAX + 512)          /* float [2][64] */
-#define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)         /* uint64 [2] */
-#define SM90_OFF_FULL (SM90_OFF_ZMASK + 16)          /* uint64 mbarrier [2][9] */
-#define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2] */
-#define SM90_SMEM_USED (SM90_OFF_EMPTY + 2 * 8)
+#define SM90_OFF_PA (SM90_OFF_K + 2 * SM90_STAGE_BYTES)
+#define SM90_OFF_MA (SM90_OFF_PA + SM90_TILE_BYTES)    /* float [64]: m_A per row */
+#define SM90_OFF_MB (SM90_OFF_MA + 256)                /* float [64]: m_B per row */
+#define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
+#define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
+#define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
+#define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
+#define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
+#define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
+#define SM90_OFF_PB_READY (SM90_OFF_PA_READY + 8)
+#define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
+#define SM90_SMEM_USED (SM90_OFF_PA_FREE + 8)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
-#define SM90_BAR_CONSUMERS 1 /* named barrier id over WG0 + WG1 (0 is __syncthreads) */
+#define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
+#define SM90_BAR_WG0 2       /* WG0 alone */
+#define SM90_BAR_WG1 3       /* WG1 alone (bar.red.or of the rescale flag) */
+#define SM90_P_B_TILE 8      /* P_B is written over stage 1's RoPE tile */
 
 #define SM90_LN2 0.69314718055994530942f
 
@@ -102,17 +138,20 @@
  * ====================================================================================== */
 #if FMLA_SM90_DEVICE
 
-static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+/* `what` names the barrier in the debug message: 'F' full, 'E' empty, 'A' PA_ready, 'B' PB_ready,
+ * 'R' PA_free. */
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity, char what = '?') {
 #if FMLA_SM90_DEBUG
   long long spins = 0;
   while (!mbarrier_try_wait_parity(bar, parity)) {
     if (++spins == (1ll << 28)) {
-      printf("fmla sm90: mbarrier hang: block (%d,%d,%d) thread %d bar smem 0x%x parity %u\n", blockIdx.x,
-             blockIdx.y, blockIdx.z, threadIdx.x, bar, parity);
+      printf("fmla sm90: mbarrier hang: block (%d,%d,%d) thread %d barrier '%c' smem 0x%x parity %u\n", blockIdx.x,
+             blockIdx.y, blockIdx.z, threadIdx.x, what, bar, parity);
       __trap();
     }
   }
 #else
+  (void)what;
   while (!mbarrier_try_wait_parity(bar, parity)) {
   }
 #endif
@@ -150,27 +189,37 @@ static __device__ __forceinline__ uint64_t sm90_key_mask(int a, int b) {
   return hi & ~lo;
 }
 
+/* Column tiles of stage s in the order the producer fills them and S reads them: stage 0 starts
+ * with the RoPE tile, the first one its consumers give back (right after S_A). */
+static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
+  return stage == 0 ? (j == 0 ? 8 : j - 1) : j;
+}
+
 /* ---- producer: one thread ---- */
 
-/* Issue the TMA copies of n-block n of request i into stage `kbase` (9 column tiles, each with its
- * own barrier), and publish which keys inside L sit on a page id outside [0, num_blocks): those are
- * skipped (never read) and the consumers treat them as zero keys. Pages past ceil(L/page) are never
- * looked up in the block table; their rows are masked by L. */
+/* Issue the TMA copies of n-block n of request i into stage `stage` (use number `use`), one tile
+ * at a time as each tile's empty barrier lets it, and publish (before the stage's first tile) which
+ * keys inside L sit on a page id outside [0, num_blocks): those are skipped (never read) and the
+ * consumers treat them as zero keys. Pages past ceil(L/page) are never looked up. */
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
-                                                          int i, int hk, int n, int L, uint32_t kbase,
-                                                          uint32_t full, uint64_t *zmask_slot, uint64_t policy) {
+                                                          int i, int hk, int n, int L, int stage, uint32_t use,
+                                                          uint32_t kbase, uint32_t full, uint32_t empty,
+                                                          uint64_t *zmask_slot, uint64_t policy) {
   const int page = p.page_size;
   const int key0 = n * FMLA_BLOCK_N;
   const int in_len = L - key0 < 64 ? L - key0 : 64; /* keys of this block inside L, >= 1 */
   const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
+  const uint32_t empty_parity = (use & 1) ^ 1;  /* a fresh barrier passes parity 1 at once */
   if (page >= 64) {
     const int pidx = key0 / page;
     const int off = key0 - pidx * page;
     const int id = bt[pidx];
     const bool ok = (unsigned)id < (unsigned)p.num_blocks;
-    *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
-#pragma unroll
-    for (int t = 0; t < SM90_NTILES; ++t) {
+#pragma unroll 1
+    for (int j = 0; j < SM90_NTILES; ++j) {
+      const int t = sm90_tile_order(stage, j);
+      mbar_wait(empty + t * 8, empty_parity, 'E');
+      if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, ok ? SM90_TILE_BYTES : 0u);
       if (ok) cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
@@ -195,11 +244,13 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
         if (a < b) zm |= sm90_key_mask(a, b);
       }
     }
-    *zmask_slot = zm;
     const uint32_t box_bytes = (uint32_t)page * 128u;
     const uint32_t bytes = (uint32_t)__popc(okbits) * box_bytes;
 #pragma unroll 1
-    for (int t = 0; t < SM90_NTILES; ++t) {
+    for (int j = 0; j < SM90_NTILES; ++j) {
+      const int t = sm90_tile_order(stage, j);
+      mbar_wait(empty + t * 8, empty_parity, 'E');
+      if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, bytes);
 #pragma unroll
@@ -236,37 +287,37 @@ static __device__ __forceinline__ void sm90_load_q(const fmla_kernel_params &p, 
   cp_async_commit_group();
 }
 
-/* S[:, 32*wg .. +32] = Q K^T for one stage: 9 tiles x 4 k-steps of m64n32k16. Waits each tile's
- * barrier just before its k-steps. Q tile t: K-major, k-step kk is +32 bytes inside the 128-byte
- * row; K tile t: rows 32*wg.. are this WG's keys (N), K-major as well. */
-template <int kFp16>
-static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
-                                               int wg) {
+/* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
+ * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
+ * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
+template <int kFp16, int kStage>
+static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
-  const uint64_t dk = wgmma_desc_sw128(kbase + wg * 32 * 128, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
-  for (int t = 0; t < SM90_NTILES; ++t) {
-    mbar_wait(full + t * 8, parity);
+  for (int j = 0; j < SM90_NTILES; ++j) {
+    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
+    mbar_wait(full + t * 8, parity, 'F');
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint64_t off = (uint64_t)((t * SM90_TILE_BYTES + kk * 32) >> 4);
       if (kFp16)
-        wgmma_m64n32k16_f32_f16_ss(s, dq + off, dk + off, (t | kk) != 0);
+        wgmma_m64n64k16_f32_f16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
       else
-        wgmma_m64n32k16_f32_bf16_ss(s, dq + off, dk + off, (t | kk) != 0);
+        wgmma_m64n64k16_f32_bf16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
     }
   }
   wgmma_commit_group();
 }
 
-/* O[:, 256*wg .. +256] += P V: 4 k-steps (16 keys each) of m64n256k16. A = P (K-major, +32 bytes
- * per k-step); B = V columns 256*wg.. = K tiles 4wg..4wg+3, MN-major: LBO = 8192 (next 64 columns =
- * next tile), SBO = 1024 (next 8 keys), k-step = 16 keys = +2048 bytes. */
+/* O[:, 256*half .. +256] += P V: 4 k-steps (16 keys each) of m64n256k16. A = P (K-major, +32 bytes
+ * per k-step); B = V columns 256*half.. = K tiles 4half..4half+3, MN-major: LBO = 8192 (next 64
+ * columns = next tile), SBO = 1024 (next 8 keys), k-step = 16 keys = +2048 bytes. */
 template <int kFp16>
-static __device__ __forceinline__ void sm90_pv(float *o, uint32_t sP, uint32_t kbase, int wg) {
+static __device__ __forceinline__ void sm90_pv(float *o, uint32_t sP, uint32_t kbase, int half) {
   const uint64_t dp = wgmma_desc_sw128(sP, 16, 1024);
-  const uint64_t dv = wgmma_desc_sw128(kbase + wg * 4 * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
+  const uint64_t dv = wgmma_desc_sw128(kbase + half * 4 * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
@@ -287,155 +338,374 @@ static __device__ __forceinline__ uint32_t sm90_pack2(float a, float b, int fp16
   return *(const uint32_t *)&h;
 }
 
-/* This thread's P values (rows r0 = 16*warp + lane/4 and r0 + 8, keys 32*wg + 8c + 2*(lane%4) + {0,1})
- * into the swizzled K-major P tile: key chunk 4*wg + c of row r sits at chunk (4wg + c) ^ (r % 8). */
+/* This thread's P values (rows r0 = 16*warp + lane/4 and r0 + 8, keys 8c + 2*(lane%4) + {0,1})
+ * into the swizzled K-major P tile: key chunk c of row r sits at chunk c ^ (r % 8). The 8 rows of
+ * a store land in 8 different chunks: no bank conflict. */
 template <int kFp16>
-static __device__ __forceinline__ void sm90_store_p(uint32_t sP, const float *s, int wg, int r0, int quad) {
+static __device__ __forceinline__ void sm90_store_p(uint32_t sP, const float *s, int r0, int quad) {
 #pragma unroll
-  for (int c = 0; c < 4; ++c) {
-    const int ch = 4 * wg + c;
-    const uint32_t a0 = sP + r0 * 128 + ((ch ^ (r0 & 7)) << 4) + 4 * quad;
-    const uint32_t a1 = sP + (r0 + 8) * 128 + ((ch ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
+  for (int c = 0; c < 8; ++c) {
+    const uint32_t a0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
+    const uint32_t a1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
     st_shared_b32(a0, sm90_pack2(s[4 * c + 0], s[4 * c + 1], kFp16));
     st_shared_b32(a1, sm90_pack2(s[4 * c + 2], s[4 * c + 3], kFp16));
+  }
+}
+
+/* Scale S to log2 units and mask it: keys on a bad page score 0, keys past the row's limit -inf.
+ * Returns the quad-reduced row maxima of the thread's two rows. */
+static __device__ __forceinline__ void sm90_mask_scale(float *s, uint64_t zm, int key0, int lim0, int lim1, float sl2,
+                                                       int quad, float &mx0, float &mx1) {
+  mx0 = -INFINITY;
+  mx1 = -INFINITY;
+  if (zm == 0 && key0 + 64 <= (lim0 < lim1 ? lim0 : lim1)) { /* the common whole block */
+#pragma unroll
+    for (int c = 0; c < 8; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[4 * c + e] *= sl2;
+        s[4 * c + 2 + e] *= sl2;
+        mx0 = fmaxf(mx0, s[4 * c + e]);
+        mx1 = fmaxf(mx1, s[4 * c + 2 + e]);
+      }
+  } else {
+#pragma unroll
+    for (int c = 0; c < 8; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int kb = 8 * c + 2 * quad + e;
+        const bool z = (zm >> kb) & 1;
+        float v0 = z ? 0.f : s[4 * c + e] * sl2;
+        float v1 = z ? 0.f : s[4 * c + 2 + e] * sl2;
+        v0 = key0 + kb < lim0 ? v0 : -INFINITY;
+        v1 = key0 + kb < lim1 ? v1 : -INFINITY;
+        s[4 * c + e] = v0;
+        s[4 * c + 2 + e] = v1;
+        mx0 = fmaxf(mx0, v0);
+        mx1 = fmaxf(mx1, v1);
+      }
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+}
+
+/* Reference point of a running max: a row that has seen no key yet (-inf) uses 0, so exp2 never
+ * sees -inf - -inf. O and l of such a row are 0, so any finite reference is right. */
+static __device__ __forceinline__ float sm90_ref(float m) { return m == -INFINITY ? 0.f : m; }
+
+/* s <- exp2(s - R) in place, partial row sums of the thread's columns. */
+static __device__ __forceinline__ void sm90_exp(float *s, float R0, float R1, float &ps0, float &ps1) {
+  ps0 = 0.f;
+  ps1 = 0.f;
+#pragma unroll
+  for (int c = 0; c < 8; ++c)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[4 * c + e] = ex2_approx_ftz(s[4 * c + e] - R0);
+      s[4 * c + 2 + e] = ex2_approx_ftz(s[4 * c + 2 + e] - R1);
+      ps0 += s[4 * c + e];
+      ps1 += s[4 * c + 2 + e];
+    }
+}
+
+static __device__ __forceinline__ void sm90_rescale(float *o, float a0, float a1) {
+#pragma unroll
+  for (int c = 0; c < 32; ++c) {
+    o[4 * c + 0] *= a0;
+    o[4 * c + 1] *= a0;
+    o[4 * c + 2] *= a1;
+    o[4 * c + 3] *= a1;
+  }
+}
+
+static __device__ __forceinline__ void sm90_fence_o(float *o) {
+#pragma unroll
+  for (int k = 0; k < 128; ++k) fence_operand(o[k]);
+}
+static __device__ __forceinline__ void sm90_fence_s(float *s) {
+#pragma unroll
+  for (int k = 0; k < 32; ++k) fence_operand(s[k]);
+}
+
+/* V rows of a stage that must read as zero (past L, or on a bad page): whole 128-byte rows of the
+ * 8 V tiles, so the swizzle (which permutes chunks inside a row) does not matter. wt = 0..127. */
+static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad, int wt) {
+  for (int idx = wt; idx < 64 * 64; idx += 128) {
+    const int row = idx >> 6, ch = idx & 63;
+    if ((bad >> row) & 1) st_shared_v4_zero(kbase + (ch >> 3) * SM90_TILE_BYTES + row * 128 + (ch & 7) * 16);
+  }
+}
+
+/* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). */
+static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane) {
+  if (lane == 0)
+    for (int t = first; t < first + n; ++t) mbarrier_arrive(empty + t * 8);
+}
+
+/* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
+typedef struct sm90_ctx {
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free;
+  float *sMA, *sMB;
+  const volatile uint64_t *zmask;
+  volatile uint32_t *flag;
+  float sl2;
+  int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
+} sm90_ctx;
+
+/* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
+ * PA phases), pb = pairs with a B so far (stage 1 use, PB phase). */
+template <int kFp16>
+static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
+                                                        float &m0, float &m1, float &l0, float &l1, uint32_t &k,
+                                                        uint32_t &pb) {
+  bool pend_b = false; /* PV_B_L in flight: its stage 1 tiles go back after the next wait */
+  for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
+    const bool has_b = n + 1 < seg.hi;
+    const uint32_t par0 = k & 1;
+    float s[32];
+    mbar_wait(c.full0 + 8 * 8, par0, 'F');
+    const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
+    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
+    wgmma_wait<0>(); /* S_A, and the previous pair's PV_B_L */
+    sm90_fence_s(s);
+    sm90_fence_o(o);
+    if (pend_b) {
+      sm90_release(c.empty1, 0, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      pend_b = false;
+    }
+    sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
+
+    float mx0, mx1;
+    sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
+    const float ma0 = fmaxf(m0, mx0), ma1 = fmaxf(m1, mx1);
+    const float ra0 = sm90_ref(ma0), ra1 = sm90_ref(ma1);
+    const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
+    float ps0, ps1;
+    sm90_exp(s, ra0, ra1, ps0, ps1);
+
+    mbar_wait(c.pa_free, par0 ^ 1, 'R'); /* WG1's PV_A_R of the previous pair has read sPA, sMA */
+    sm90_store_p<kFp16>(c.sPA, s, c.r0, c.quad);
+    if (c.quad == 0) {
+      c.sMA[c.r0] = ma0;
+      c.sMA[c.r1] = ma1;
+    }
+    const int in_len = c.L - n * 64;
+    const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
+    if (bad) sm90_zero_v(c.sK0, bad, c.wt);
+    fence_proxy_async_shared_cta(); /* P_A and zeroed V rows are read by wgmma (async proxy) */
+    bar_sync(SM90_BAR_WG0, 128);    /* the whole P_A tile is written (the wgmma reads all rows) */
+    if (c.wt == 0) mbarrier_arrive(c.pa_ready);
+
+    sm90_rescale(o, aa0, aa1);
+    l0 = l0 * aa0 + ps0;
+    l1 = l1 * aa1 + ps1;
+    sm90_pv<kFp16>(o, c.sPA, c.sK0, 0);
+
+    if (has_b) {
+      const uint32_t par1 = pb & 1;
+      mbar_wait(c.pb_ready, par1, 'B');
+      /* Already complete (the producer cannot refill them before we give them back); makes the
+       * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
+#pragma unroll
+      for (int t = 0; t < 4; ++t) mbar_wait(c.full1 + t * 8, par1, 'F');
+      const uint32_t flag = *c.flag;
+      const float mb0 = c.sMB[c.r0], mb1 = c.sMB[c.r1];
+      const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
+      if (flag) { /* warpgroup-uniform: some row's max moved from m_A to m_B */
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_rescale(o, ab0, ab1);
+      }
+      l0 *= ab0;
+      l1 *= ab1;
+      m0 = mb0;
+      m1 = mb1;
+      sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
+      wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
+      sm90_release(c.empty0, 0, 4, c.lane);
+      pend_b = true;
+      ++pb;
+    } else {
+      m0 = ma0;
+      m1 = ma1;
+      wgmma_wait<0>();
+      sm90_release(c.empty0, 0, 4, c.lane);
+    }
+  }
+  wgmma_wait<0>();
+  sm90_fence_o(o);
+  if (pend_b) {
+    sm90_release(c.empty1, 0, 4, c.lane);
+    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+  }
+}
+
+/* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
+template <int kFp16>
+static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
+                                                        float &m0, float &m1, float &l0, float &l1, uint32_t &k,
+                                                        uint32_t &pb) {
+  bool pend_b = false; /* PV_B_R in flight */
+  for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
+    const bool has_b = n + 1 < seg.hi;
+    const uint32_t par0 = k & 1;
+    /* Stage 1 from the previous pair goes back before we wait for its next fill. */
+    if (pend_b) {
+      wgmma_wait<0>();
+      sm90_release(c.empty1, 4, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      pend_b = false;
+    }
+    if (has_b) {
+      const uint32_t par1 = pb & 1;
+      float s[32];
+      mbar_wait(c.full1, par1, 'F');
+      const uint64_t zm = c.zmask[1];
+      sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
+      wgmma_wait<0>();
+      sm90_fence_s(s);
+      sm90_fence_o(o);
+
+      float mx0, mx1;
+      sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
+      mbar_wait(c.pa_ready, par0, 'A');
+#pragma unroll
+      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F'); /* see WG0: visibility of V_A */
+      const float ma0 = c.sMA[c.r0], ma1 = c.sMA[c.r1];
+      const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
+      const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
+      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
+      const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
+      float ps0, ps1;
+      sm90_exp(s, rb0, rb1, ps0, ps1);
+
+      sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
+      if (c.quad == 0) {
+        c.sMB[c.r0] = mb0;
+        c.sMB[c.r1] = mb1;
+      }
+      const int in_len = c.L - (n + 1) * 64;
+      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
+      if (bad) sm90_zero_v(c.sK1, bad, c.wt);
+      fence_proxy_async_shared_cta();
+      const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
+      if (c.wt == 0) {
+        *c.flag = flag;
+        mbarrier_arrive(c.pb_ready);
+      }
+
+      sm90_rescale(o, aa0, aa1);
+      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
+      if (flag) {
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_rescale(o, ab0, ab1);
+      }
+      l0 = l0 * aa0 * ab0 + ps0;
+      l1 = l1 * aa1 * ab1 + ps1;
+      m0 = mb0;
+      m1 = mb1;
+      sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
+      wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
+      sm90_release(c.empty0, 4, 4, c.lane);
+      if (c.lane == 0) mbarrier_arrive(c.pa_free);
+      pend_b = true;
+      ++pb;
+    } else {
+      sm90_fence_o(o);
+      mbar_wait(c.pa_ready, par0, 'A');
+#pragma unroll
+      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
+      const float ma0 = c.sMA[c.r0], ma1 = c.sMA[c.r1];
+      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
+      sm90_rescale(o, aa0, aa1);
+      l0 *= aa0;
+      l1 *= aa1;
+      m0 = ma0;
+      m1 = ma1;
+      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
+      wgmma_wait<0>();
+      sm90_release(c.empty0, 4, 4, c.lane);
+      if (c.lane == 0) mbarrier_arrive(c.pa_free);
+    }
+  }
+  wgmma_wait<0>();
+  sm90_fence_o(o);
+  if (pend_b) {
+    sm90_release(c.empty1, 4, 4, c.lane);
+    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
   }
 }
 
 template <int kFp16>
 static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem) {
   const int tid = threadIdx.x; /* 0..255 */
-  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, quad = lane & 3;
-  const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
+  const int wg = tid >> 7, warp = (tid >> 5) & 3;
   const int m_block = blockIdx.x, hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
   const uint32_t sbase = smem_u32(smem);
-  const uint32_t sQ = sbase + SM90_OFF_Q, sK = sbase + SM90_OFF_K, sP = sbase + SM90_OFF_P;
-  const uint32_t full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
-  float *rmax = (float *)(smem + SM90_OFF_RMAX);
+  sm90_ctx c;
+  c.sQ = sbase + SM90_OFF_Q;
+  c.sK0 = sbase + SM90_OFF_K;
+  c.sK1 = c.sK0 + SM90_STAGE_BYTES;
+  c.sPA = sbase + SM90_OFF_PA;
+  c.sPB = c.sK1 + SM90_P_B_TILE * SM90_TILE_BYTES;
+  c.full0 = sbase + SM90_OFF_FULL;
+  c.full1 = c.full0 + SM90_NTILES * 8;
+  c.empty0 = sbase + SM90_OFF_EMPTY;
+  c.empty1 = c.empty0 + SM90_NTILES * 8;
+  c.pa_ready = sbase + SM90_OFF_PA_READY;
+  c.pb_ready = sbase + SM90_OFF_PB_READY;
+  c.pa_free = sbase + SM90_OFF_PA_FREE;
+  c.sMA = (float *)(smem + SM90_OFF_MA);
+  c.sMB = (float *)(smem + SM90_OFF_MB);
+  c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
+  c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
+  c.sl2 = p.scale_log2;
+  c.lane = tid & 31;
+  c.quad = c.lane & 3;
+  c.wt = tid & 127;
+  c.r0 = warp * 16 + (c.lane >> 2);
+  c.r1 = c.r0 + 8;
   float *lsum = (float *)(smem + SM90_OFF_LSUM);
-  const volatile uint64_t *zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
-  const float sl2 = p.scale_log2;
 
   const int begin_req = meta[0], end_req = meta[2];
-  uint32_t it = 0; /* n-blocks consumed so far: stage = it & 1, phase = (it >> 1) & 1 */
+  uint32_t k = 0, pb = 0; /* pairs so far, pairs with a B so far (barrier phases) */
   for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     const int L = seg.L;
-    /* Previous segment: its Q/P/row-stat reads are over before anyone overwrites them. */
+    c.L = L;
+    /* Previous segment: every S wgmma (Q reads) and the lsum reads are over. */
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     if (seg.lo < seg.hi) {
-      sm90_load_q(p, sQ, i, hk, m_block, tid, SM90_CONSUMER_THREADS);
+      sm90_load_q(p, c.sQ, i, hk, m_block, tid, SM90_CONSUMER_THREADS);
       cp_async_wait_all();
       fence_proxy_async_shared_cta();
       bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     }
     /* Key limits of this thread's two rows; m = running max of the scaled log2 scores (-inf: none yet). */
-    int lim0, lim1;
     {
-      const int g0 = m_block * 64 + r0, g1 = m_block * 64 + r1;
+      const int g0 = m_block * 64 + c.r0, g1 = m_block * 64 + c.r1;
       const int t0 = g0 / p.ngroups, t1 = g1 / p.ngroups;
-      lim0 = p.causal ? L - (p.seqlen_q - 1 - t0) : L;
-      lim1 = p.causal ? L - (p.seqlen_q - 1 - t1) : L;
-      lim0 = lim0 < L ? lim0 : L; /* padding rows (t >= s_q) never look past L */
-      lim1 = lim1 < L ? lim1 : L;
+      int lim0 = p.causal ? L - (p.seqlen_q - 1 - t0) : L;
+      int lim1 = p.causal ? L - (p.seqlen_q - 1 - t1) : L;
+      c.lim0 = lim0 < L ? lim0 : L; /* padding rows (t >= s_q) never look past L */
+      c.lim1 = lim1 < L ? lim1 : L;
     }
     float o[128];
 #pragma unroll
-    for (int k = 0; k < 128; ++k) o[k] = 0.f;
+    for (int kk = 0; kk < 128; ++kk) o[kk] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    if (wg == 0)
+      sm90_wg0_segment<kFp16>(c, seg, o, m0, m1, l0, l1, k, pb);
+    else
+      sm90_wg1_segment<kFp16>(c, seg, o, m0, m1, l0, l1, k, pb);
 
-    for (int n = seg.lo; n < seg.hi; ++n, ++it) {
-      const uint32_t stage = it & 1, parity = (it >> 1) & 1;
-      const uint32_t kbase = sK + stage * SM90_STAGE_BYTES;
-      float s[16];
-      sm90_qk<kFp16>(s, sQ, kbase, full0 + stage * SM90_NTILES * 8, parity, wg);
-      wgmma_wait<0>(); /* also retires PV(n-1) */
-#pragma unroll
-      for (int k = 0; k < 16; ++k) fence_operand(s[k]);
-#pragma unroll
-      for (int k = 0; k < 128; ++k) fence_operand(o[k]);
-      if (n > seg.lo && lane == 0) mbarrier_arrive(empty0 + (stage ^ 1) * 8);
-
-      /* Mask and scale: keys on a bad page score 0, keys past the row's limit -inf. */
-      const uint64_t zm = zmask[stage];
-      const int key_base = n * 64 + wg * 32 + 2 * quad;
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = key_base + 8 * c + e;
-          const bool z = (zm >> (wg * 32 + 8 * c + 2 * quad + e)) & 1;
-          float v0 = z ? 0.f : s[4 * c + e] * sl2;
-          float v1 = z ? 0.f : s[4 * c + 2 + e] * sl2;
-          v0 = key < lim0 ? v0 : -INFINITY;
-          v1 = key < lim1 ? v1 : -INFINITY;
-          s[4 * c + e] = v0;
-          s[4 * c + 2 + e] = v1;
-          mx0 = fmaxf(mx0, v0);
-          mx1 = fmaxf(mx1, v1);
-        }
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      if (quad == 0) {
-        rmax[wg * 64 + r0] = mx0;
-        rmax[wg * 64 + r1] = mx1;
-      }
-      bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-      mx0 = fmaxf(mx0, rmax[(wg ^ 1) * 64 + r0]);
-      mx1 = fmaxf(mx1, rmax[(wg ^ 1) * 64 + r1]);
-      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-      const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
-      const float alpha0 = ex2_approx_ftz(m0 - mu0), alpha1 = ex2_approx_ftz(m1 - mu1);
-      m0 = mn0;
-      m1 = mn1;
-      float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          s[4 * c + e] = ex2_approx_ftz(s[4 * c + e] - mu0);
-          s[4 * c + 2 + e] = ex2_approx_ftz(s[4 * c + 2 + e] - mu1);
-          ps0 += s[4 * c + e];
-          ps1 += s[4 * c + 2 + e];
-        }
-      }
-      l0 = l0 * alpha0 + ps0;
-      l1 = l1 * alpha1 + ps1;
-#pragma unroll
-      for (int c = 0; c < 32; ++c) {
-        o[4 * c + 0] *= alpha0;
-        o[4 * c + 1] *= alpha0;
-        o[4 * c + 2] *= alpha1;
-        o[4 * c + 3] *= alpha1;
-      }
-      sm90_store_p<kFp16>(sP, s, wg, r0, quad);
-
-      /* V rows that must read as zero: past L (NaN slots or stale data) and bad pages. Whole
-       * 128-byte rows, so the swizzle (which permutes chunks inside a row) does not matter. */
-      const int in_len = L - n * 64;
-      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-      if (bad) {
-        const int wt = tid & 127;
-        for (int idx = wt; idx < 64 * 32; idx += 128) {
-          const int row = idx >> 5, ch = idx & 31;
-          if ((bad >> row) & 1)
-            st_shared_v4_zero(kbase + (4 * wg + (ch >> 3)) * SM90_TILE_BYTES + row * 128 + (ch & 7) * 16);
-        }
-      }
-      fence_proxy_async_shared_cta(); /* P and zeroed V rows are read by wgmma (async proxy) */
-      bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-      sm90_pv<kFp16>(o, sP, kbase, wg);
-    }
-    wgmma_wait<0>();
-#pragma unroll
-    for (int k = 0; k < 128; ++k) fence_operand(o[k]);
-    if (seg.lo < seg.hi && lane == 0) mbarrier_arrive(empty0 + ((it - 1) & 1) * 8);
-
-    /* Epilogue: row sums over the quad and the two WGs, then O / l. */
+    /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
+    const int quad = c.quad, r0 = c.r0, r1 = c.r1;
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -461,16 +731,16 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
         uint32_t *dst = (uint32_t *)((char *)p.out + 2 * ((int64_t)i * p.out_batch_stride +
                                                           (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride));
 #pragma unroll
-        for (int c = 0; c < 32; ++c)
-          dst[(col0 + 8 * c) >> 1] = sm90_pack2(o[4 * c + 2 * half] * inv, o[4 * c + 2 * half + 1] * inv, kFp16);
+        for (int cc = 0; cc < 32; ++cc)
+          dst[(col0 + 8 * cc) >> 1] = sm90_pack2(o[4 * cc + 2 * half] * inv, o[4 * cc + 2 * half + 1] * inv, kFp16);
         if (wg == 0 && quad == 0)
           p.lse[((int64_t)i * p.num_heads_q + h) * p.seqlen_q + t] = l > 0.f ? m * SM90_LN2 + logf(l) : INFINITY;
       } else {
         const int64_t slot_row = ((int64_t)(p.num_splits[i] + seg.split) * p.num_heads_k + hk) * p.rows + gr;
         float2 *dst = (float2 *)(p.o_accum + slot_row * FMLA_HEAD_DIM_V);
 #pragma unroll
-        for (int c = 0; c < 32; ++c)
-          dst[(col0 + 8 * c) >> 1] = make_float2(o[4 * c + 2 * half] * inv, o[4 * c + 2 * half + 1] * inv);
+        for (int cc = 0; cc < 32; ++cc)
+          dst[(col0 + 8 * cc) >> 1] = make_float2(o[4 * cc + 2 * half] * inv, o[4 * cc + 2 * half + 1] * inv);
         if (wg == 0 && quad == 0) p.lse_accum[slot_row] = l > 0.f ? m * SM90_LN2 + logf(l) : -INFINITY;
       }
     }
@@ -490,14 +760,16 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   const uint64_t policy =
       p.num_m_blocks == 1 ? createpolicy_fractional_l2_evict_first() : createpolicy_fractional_l2_evict_normal();
   const int begin_req = meta[0], end_req = meta[2];
-  uint32_t it = 0;
+  uint32_t k = 0, pb = 0; /* same counters as the consumers */
   for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
-    for (int n = seg.lo; n < seg.hi; ++n, ++it) {
-      const uint32_t stage = it & 1, parity = (it >> 1) & 1;
-      mbar_wait(empty0 + stage * 8, parity ^ 1);
-      sm90_produce_block(p, map, i, hk, n, seg.L, sK + stage * SM90_STAGE_BYTES, full0 + stage * SM90_NTILES * 8,
-                         &zmask[stage], policy);
+    for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy);
+      if (n + 1 < seg.hi) {
+        sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+                           empty0 + SM90_NTILES * 8, &zmask[1], policy);
+        ++pb;
+      }
     }
   }
 }
@@ -513,8 +785,13 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem);
-    for (int k = 0; k < 2 * SM90_NTILES; ++k) mbarrier_init(sbase + SM90_OFF_FULL + k * 8, 1);
-    for (int k = 0; k < 2; ++k) mbarrier_init(sbase + SM90_OFF_EMPTY + k * 8, 8); /* one arrive per consumer warp */
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
+    /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
+    for (int t = 0; t < 2 * SM90_NTILES; ++t)
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
+    mbarrier_init(sbase + SM90_OFF_PA_READY, 1);
+    mbarrier_init(sbase + SM90_OFF_PB_READY, 1);
+    mbarrier_init(sbase + SM90_OFF_PA_FREE, 4);
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
     fence_mbarrier_init_release_cluster();

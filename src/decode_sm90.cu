@@ -497,7 +497,9 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     if (bad) sm90_zero_v(c.sK0, bad, c.wt);
     fence_proxy_async_shared_cta(); /* P_A and zeroed V rows are read by wgmma (async proxy) */
     bar_sync(SM90_BAR_WG0, 128);    /* the whole P_A tile is written (the wgmma reads all rows) */
-    if (c.wt == 0) mbarrier_arrive(c.pa_ready);
+    /* The sMA writers arrive themselves (count 32): each write is ordered to WG1's reads directly,
+     * not through bar.sync cumulativity, which racecheck does not model. */
+    if (c.quad == 0) mbarrier_arrive(c.pa_ready);
 
     sm90_rescale(o, aa0, aa1);
     l0 = l0 * aa0 + ps0;
@@ -511,8 +513,12 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
        * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
 #pragma unroll
       for (int t = 0; t < 4; ++t) mbar_wait(c.full1 + t * 8, par1, 'F');
-      const uint32_t flag = *c.flag;
-      const float mb0 = c.sMB[c.r0], mb1 = c.sMB[c.r1];
+      /* Quad leaders read what WG1's quad leaders wrote (and arrived on) and share it in the quad. */
+      uint32_t flag = c.quad == 0 ? *c.flag : 0u;
+      float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
+      flag = __shfl_sync(0xffffffffu, flag, c.lane & ~3);
+      mb0 = __shfl_sync(0xffffffffu, mb0, c.lane & ~3);
+      mb1 = __shfl_sync(0xffffffffu, mb1, c.lane & ~3);
       const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
       if (flag) { /* warpgroup-uniform: some row's max moved from m_A to m_B */
         wgmma_wait<0>();
@@ -574,7 +580,9 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       mbar_wait(c.pa_ready, par0, 'A');
 #pragma unroll
       for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F'); /* see WG0: visibility of V_A */
-      const float ma0 = c.sMA[c.r0], ma1 = c.sMA[c.r1];
+      float ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f, ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
+      ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
+      ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
@@ -592,10 +600,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       if (bad) sm90_zero_v(c.sK1, bad, c.wt);
       fence_proxy_async_shared_cta();
       const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
-      if (c.wt == 0) {
-        *c.flag = flag;
-        mbarrier_arrive(c.pb_ready);
-      }
+      if (c.wt == 0) *c.flag = flag;
+      if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
 
       sm90_rescale(o, aa0, aa1);
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
@@ -611,7 +617,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
       wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
       sm90_release(c.empty0, 4, 4, c.lane);
-      if (c.lane == 0) mbarrier_arrive(c.pa_free);
+      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       pend_b = true;
       ++pb;
     } else {
@@ -619,7 +625,9 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       mbar_wait(c.pa_ready, par0, 'A');
 #pragma unroll
       for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
-      const float ma0 = c.sMA[c.r0], ma1 = c.sMA[c.r1];
+      float ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f, ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
+      ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
+      ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_rescale(o, aa0, aa1);
       l0 *= aa0;
@@ -629,7 +637,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<0>();
       sm90_release(c.empty0, 4, 4, c.lane);
-      if (c.lane == 0) mbarrier_arrive(c.pa_free);
+      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
     }
   }
   wgmma_wait<0>();
@@ -717,6 +725,9 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     l0 = lsum[r0] + lsum[64 + r0];
     l1 = lsum[r1] + lsum[64 + r1];
+    /* lsum is rewritten by the next segment's epilogue, which an empty segment (no key block, so no
+     * barrier in between) reaches at once: every read here must finish first (racecheck found it). */
+    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
     const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
     const int col0 = wg * 256 + 2 * quad;
@@ -789,9 +800,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
       mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
-    mbarrier_init(sbase + SM90_OFF_PA_READY, 1);
-    mbarrier_init(sbase + SM90_OFF_PB_READY, 1);
-    mbarrier_init(sbase + SM90_OFF_PA_FREE, 4);
+    mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
     fence_mbarrier_init_release_cluster();

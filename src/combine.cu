@@ -11,14 +11,20 @@
  *   lse[i, h, t] = lse
  * Requests with one split were written by the decode kernel; their CTAs return at once.
  *
- * Grid (batch, h_kv, min(rows * 4, 65535)), 256 threads = 8 warps, 4.1 KB of shared memory. Batch
- * sits in grid x so any batch size fits; z indexes (row, 128-column chunk) and loops past 65535.
- * A CTA reduces the row's nsplits lse values (thread-strided, so any number of splits works), then
- * warp w accumulates splits w, w+8, ... of its 128 columns (lane: one float4, 512-byte coalesced
- * loads per warp) and the 8 partial sums meet in shared memory. Spreading one row over 4 CTAs and
- * its splits over 8 warps keeps many loads in flight: with few requests (b = 1..4) and 100+ splits
- * the merge is latency-bound, and the first version (one warp per whole row) took most of a small
- * decode step. A split whose weight is exactly 0 is not read.
+ * Two kernels, picked by the launcher from the total row count b * h_kv * rows (host-known):
+ *  - few rows (<= CMB_SPLITS_MAX_ROWS), fmla_combine_splits_kernel: grid (batch, h_kv,
+ *    min(rows * 4, 65535)), 256 threads, 4.1 KB smem; z indexes (row, 128-column chunk). A CTA
+ *    reduces the row's nsplits lse values (thread-strided), then warp w accumulates splits w, w+8, ...
+ *    of its 128 columns (lane: one float4) and the 8 partial sums meet in shared memory. With b = 1..8
+ *    and 100+ splits the merge is latency-bound, and spreading a row over 4 CTAs and 8 warps keeps
+ *    many loads in flight (b = 1, s_k = 32K: 63 -> 24 us for the whole decode step on an H200).
+ *  - many rows, fmla_combine_rows_kernel: grid (batch, h_kv, min(ceil(rows / 8), 65535)), 256
+ *    threads, no smem; warp w of a CTA merges row 8z + w whole: lanes reduce the lse values with
+ *    shuffles, then each lane accumulates columns 4*lane + 128u .. +3 (u = 0..3) of every split.
+ *    With thousands of rows this has enough parallelism, and the other kernel's tens of thousands of
+ *    mostly idle CTAs cost up to 19% of a b = 128 step.
+ * Batch sits in grid x so any batch size fits; z loops past 65535. A split whose weight is exactly
+ * 0 is not read.
  *
  * The lse merge is combine_math.h's fmla_merge_lse evaluated in parallel: the same max, the same
  * expf terms and logf, summed in a tree instead of left to right (last-bit differences only).
@@ -39,6 +45,11 @@
 #define CMB_THREADS 256
 #define CMB_WARPS (CMB_THREADS / 32)
 #define CMB_CHUNKS (FMLA_HEAD_DIM_V / 128) /* a CTA merges 128 columns of one row */
+/* Up to this many rows in all (b * h_kv * rows) the split-parallel kernel runs, above it the
+ * row-per-warp one. Measured on an H200 (bench/results/h200-v2.json vs h200-v3.json): with <= 256
+ * rows the split-parallel kernel was 1.1-2.6x faster (b = 1..8, 100+ splits), with >= 1024 rows up
+ * to 1.19x slower (tens of thousands of mostly idle CTAs); 512 was a draw. */
+#define CMB_SPLITS_MAX_ROWS 512
 
 template <int IS_FP16>
 static __device__ __forceinline__ uint32_t cmb_pack2(float lo, float hi) {
@@ -62,8 +73,9 @@ static __device__ __forceinline__ float cmb_block_reduce(float v, float *red) {
   return v;
 }
 
+/* Few rows: a CTA per (row, 128-column chunk), the splits spread over its 8 warps. */
 template <int IS_FP16>
-__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_kernel(const __grid_constant__ fmla_kernel_params p) {
+__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const __grid_constant__ fmla_kernel_params p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   /* Launched with programmatic dependent launch on sm_90: this CTA may start while the decode kernel
    * drains; wait for it (and for its writes to o_accum / lse_accum to be visible) before any read. */
@@ -131,13 +143,80 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_kernel(const __grid_
   }
 }
 
+/* Many rows (b * h_kv * rows > CMB_SPLITS_MAX_ROWS): one warp merges one whole row. */
+template <int IS_FP16>
+__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_rows_kernel(const __grid_constant__ fmla_kernel_params p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  /* Launched with programmatic dependent launch on sm_90: this CTA may start while the decode kernel
+   * drains; wait for it (and for its writes to o_accum / lse_accum to be visible) before any read. */
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  const int req = blockIdx.x, hk = blockIdx.y;
+  const int slot0 = __ldg(p.num_splits + req);
+  const int nsplits = __ldg(p.num_splits + req + 1) - slot0;
+  if (nsplits <= 1) return; /* written directly by the decode kernel */
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rows = p.rows, ngroups = p.ngroups;
+  const int64_t slot_stride = (int64_t)p.num_heads_k * rows; /* lse_accum elements per slot */
+
+  for (int64_t r0 = (int64_t)blockIdx.z * CMB_WARPS; r0 < rows; r0 += (int64_t)gridDim.z * CMB_WARPS) {
+    const int R = (int)r0 + warp;
+    if (R >= rows) continue;
+    const int64_t row0 = (int64_t)slot0 * slot_stride + (int64_t)hk * rows + R; /* split 0 of this row */
+    const float *lse_k = p.lse_accum + row0;                                  /* split k: + k * slot_stride */
+
+    /* merged lse, as fmla_merge_lse */
+    float m = -INFINITY;
+    for (int k = lane; k < nsplits; k += 32) m = fmaxf(m, lse_k[k * slot_stride]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float lse = INFINITY;
+    if (m != -INFINITY) {
+      float s = 0.f;
+      for (int k = lane; k < nsplits; k += 32) s += expf(lse_k[k * slot_stride] - m);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      lse = m + logf(s);
+    }
+
+    /* weighted sum of the partial outputs; lane owns columns 4*lane + 128u .. +3 */
+    float4 acc[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float *o_row = p.o_accum + row0 * FMLA_HEAD_DIM_V + lane * 4;
+    for (int k = 0; k < nsplits; ++k) {
+      const float w = fmla_merge_weight(lse_k[k * slot_stride], lse); /* same value in every lane */
+      if (w == 0.f) continue;
+      const float4 *src = (const float4 *)(o_row + k * slot_stride * FMLA_HEAD_DIM_V);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float4 v = src[u * 32];
+        acc[u].x += w * v.x;
+        acc[u].y += w * v.y;
+        acc[u].z += w * v.z;
+        acc[u].w += w * v.w;
+      }
+    }
+
+    const int t = R / ngroups, h = hk * ngroups + (R - t * ngroups);
+    char *op = (char *)p.out +
+               ((int64_t)req * p.out_batch_stride + (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride + lane * 4) * 2;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      *(uint2 *)(op + u * 128 * 2) = make_uint2(cmb_pack2<IS_FP16>(acc[u].x, acc[u].y), cmb_pack2<IS_FP16>(acc[u].z, acc[u].w));
+    if (lane == 0) p.lse[((int64_t)req * p.num_heads_q + h) * p.seqlen_q + t] = lse;
+  }
+}
+
 extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, void *stream) {
   if (p == NULL) return fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "fmla_launch_combine: params is NULL");
   if (p->batch < 1 || p->num_heads_k < 1 || p->num_heads_k > 65535 || p->rows < 1)
     return fmla_set_error(FLASH_MLA_ERROR_INVALID_SHAPE, "combine: grid (batch %d, num_heads_k %d, rows %d) out of range",
                           p->batch, p->num_heads_k, p->rows);
-  int64_t units = (int64_t)p->rows * CMB_CHUNKS;
-  if (units > 65535) units = 65535; /* the kernel loops over the rest */
+  const int by_splits = (int64_t)p->batch * p->num_heads_k * p->rows <= CMB_SPLITS_MAX_ROWS;
+  int64_t units = by_splits ? (int64_t)p->rows * CMB_CHUNKS : ((int64_t)p->rows + CMB_WARPS - 1) / CMB_WARPS;
+  if (units > 65535) units = 65535; /* the kernels loop over the rest */
   const dim3 grid((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)units);
   /* PDL (sm_90+): the combine grid is launched while the decode grid finishes, hiding the launch
    * gap that dominates small decode steps; the kernel's griddepcontrol.wait keeps it correct. */
@@ -151,8 +230,13 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = p->cc_major >= 9 ? 1 : 0;
-  cudaError_t e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_kernel<1>, *p)
-                                                   : cudaLaunchKernelEx(&cfg, fmla_combine_kernel<0>, *p);
+  cudaError_t e;
+  if (by_splits)
+    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<1>, *p)
+                                         : cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<0>, *p);
+  else
+    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<1>, *p)
+                                         : cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<0>, *p);
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return fmla_set_error(FLASH_MLA_ERROR_CUDA, "combine: kernel launch: %s", cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build (unless a carried libflash_mla.so is newer than the sources),
 # C tests, the Python GPU sweep per kernel, sanitizers on a subset, and the benchmark.
-# Logs go to $OUT (or ./out). Usage: scripts/device.sh [build|test|sanitize|bench|dev]...
+# Logs go to $OUT (or ./out). Usage: scripts/device.sh [build|test|sanitize|bench|host|profile|dev]...
 set -uo pipefail
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/python
@@ -50,6 +50,16 @@ for step in $steps; do
     nvcc -O2 -Iinclude bench/host_overhead.cu -o build/host_overhead -L. -lflash_mla -Xlinker -rpath,$PWD > "$OUT/host-build.log" 2>&1 \
       && ./build/host_overhead 2>&1 | tee "$OUT/host.log"
     python3 bench/bench.py --set latency --kernel auto --no-rotate 2>&1 | tail -12 | tee -a "$OUT/host.log"
+    ;;
+  profile)
+    # ncu of one benchmark case (PROFILE_CASE index in bench/cases.json, default 0: standard s_q=1 s_k=4K),
+    # with per-SASS-instruction stall samples for finding the dominant wait.
+    timeout 300 ncu --clock-control none --set full --import-source yes --kernel-name regex:fmla_decode \
+      --launch-skip 2 --launch-count 1 -o "$OUT/prof" python3 dev/profile_case.py ${PROFILE_CASE:-0} ${PROFILE_KERNEL:-hopper} \
+      > "$OUT/ncu.log" 2>&1 || { log "ncu failed"; tail -5 "$OUT/ncu.log"; status=1; }
+    ncu --import "$OUT/prof.ncu-rep" --page details > "$OUT/ncu-details.txt" 2>&1
+    ncu --import "$OUT/prof.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu-sass.csv" 2>&1
+    log "profile: $(grep -E 'Duration' "$OUT/ncu-details.txt" | head -1)"
     ;;
   dev)
     mkdir -p build

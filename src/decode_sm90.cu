@@ -55,9 +55,10 @@
  * per warp (count 4), except stage 1 tile 8 (P_B) which both WGs read (count 8).
  *
  * Hand-offs between the WGs (mbarriers, phase = pair counter parity):
- *   PA_ready (count 1)  WG0 -> WG1: P_A in sPA, m_A in sMA, V_A's masked rows zeroed
- *   PB_ready (count 1)  WG1 -> WG0: P_B in stage 1 tile 8, m_B in sMB, the rescale flag
- *   PA_free  (count 4)  WG1 -> WG0: PV_A_R has read sPA and sMA (WG0 may overwrite them)
+ *   PA_ready (count 32) WG0 -> WG1: P_A in sPA, m_A in sMA, V_A's masked rows zeroed (the 32
+ *                       quad leaders that wrote sMA arrive; only quad leaders read sMA/sMB/flag)
+ *   PB_ready (count 32) WG1 -> WG0: P_B in stage 1 tile 8, m_B in sMB, the rescale flag
+ *   PA_free  (count 32) WG1 -> WG0: PV_A_R has read sPA and sMA (WG0 may overwrite them)
  *
  * Masking: row r sees keys j < L - (s_q-1-t). Keys on a page id outside [0, num_blocks) are never
  * loaded and score 0 with a zero V row (same as the reference). The WG that owns a block zeroes

@@ -166,15 +166,11 @@ flash_mla_status_t flash_mla_decode_ref(const flash_mla_decode_params_t *p) {
   float *acc = (float *)malloc((size_t)rows_pad * FMLA_HEAD_DIM_V * sizeof(float));
   float *kf = (float *)malloc((size_t)REF_CHUNK * FMLA_HEAD_DIM_K * sizeof(float));
   int32_t *vis = (int32_t *)malloc((size_t)rows_pad * sizeof(int32_t)); /* visible keys per row */
+  flash_mla_status_t status = FLASH_MLA_SUCCESS;
   if (!qf || !m || !l || !acc || !kf || !vis) {
-    free(qf);
-    free(m);
-    free(l);
-    free(acc);
-    free(kf);
-    free(vis);
-    return fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "flash_mla_decode_ref: out of host memory (%lld query rows per KV head)",
-                          (long long)rows);
+    status = fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "flash_mla_decode_ref: out of host memory (%lld query rows per KV head)",
+                            (long long)rows);
+    goto done;
   }
 
   for (int32_t i = 0; i < p->batch; ++i) {
@@ -269,12 +265,13 @@ flash_mla_status_t flash_mla_decode_ref(const flash_mla_decode_params_t *p) {
     }
   }
 
+  fmla_clear_error();
+done:
   free(qf);
   free(m);
   free(l);
   free(acc);
   free(kf);
   free(vis);
-  fmla_clear_error();
-  return FLASH_MLA_SUCCESS;
+  return status;
 }

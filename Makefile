@@ -47,7 +47,10 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.c tests/test_util.h $(LIB) | $(BUILD
 python: $(LIB)
 	cp $(LIB) python/flash_mla/$(LIB)
 
+CXX       ?= g++
 test-c: $(C_TESTS)
+	$(CXX) -std=c++11 -Wall -Wextra -Werror -Iinclude tests/header_cxx.cpp -o $(BUILD)/tests/header_cxx -L. -lflash_mla -Wl,-rpath,'$$ORIGIN/../..'
+	@./$(BUILD)/tests/header_cxx && echo "== the header compiles as C++ and the library links from C++"
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
 test-python: python

@@ -103,6 +103,9 @@
 #ifndef FMLA_SM90_DEBUG
 #define FMLA_SM90_DEBUG 0
 #endif
+#ifndef FMLA_SM90_EARLY_AL /* WG0 gives V_A[:, 0:256] back before waiting for a late P_B */
+#define FMLA_SM90_EARLY_AL 1
+#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -298,8 +301,7 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
 template <int kFp16, int kStage>
-static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
-                                               bool pend_b, uint32_t empty1, int lane) {
+static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
@@ -314,15 +316,6 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
         wgmma_m64n64k16_f32_f16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
       else
         wgmma_m64n64k16_f32_bf16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
-    }
-    if (kStage == 0 && j == 0 && pend_b) {
-      /* WG0 only: the previous pair's PV_B_L (the group before this one) is done as soon as this
-       * first tile is queued behind it; stage 1's V[:, 0:256] and P_B tiles go back now, a whole
-       * S earlier than at the end of S, so the producer's next K_B load starts that much sooner. */
-      wgmma_commit_group();
-      wgmma_wait<1>();
-      sm90_release(empty1, 0, 4, lane);
-      sm90_release(empty1, SM90_P_B_TILE, 1, lane);
     }
   }
   wgmma_commit_group();
@@ -479,8 +472,17 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     float s[32];
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
-    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0, pend_b, c.empty1, c.lane); /* releases pend_b's tiles */
-    pend_b = false;
+    if (pend_b) {
+      /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
+       * back a whole S earlier and the producer's next K_B load starts that much sooner. (Waiting
+       * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
+      wgmma_wait<0>();
+      sm90_fence_o(o);
+      sm90_release(c.empty1, 0, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      pend_b = false;
+    }
+    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
     wgmma_wait<0>(); /* S_A */
     sm90_fence_s(s);
     sm90_fence_o(o);
@@ -518,7 +520,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     if (has_b) {
       const uint32_t par1 = pb & 1;
       /* wgmma.wait_group must be warpgroup-uniform: decide over all 128 threads. */
-      if (bar_red_or(SM90_BAR_WG0, 128, !mbarrier_test_wait_parity(c.pb_ready, par1))) {
+      if (FMLA_SM90_EARLY_AL && bar_red_or(SM90_BAR_WG0, 128, !mbarrier_test_wait_parity(c.pb_ready, par1))) {
         /* P_B is late: rather than hold V_A[:, 0:256] until PV_B_L is queued, finish PV_A_L now
          * and give its tiles back, so the producer's next K_A load starts while we wait. */
         wgmma_wait<0>();
@@ -590,7 +592,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       float s[32];
       mbar_wait(c.full1, par1, 'F');
       const uint64_t zm = c.zmask[1];
-      sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1, false, 0u, c.lane);
+      sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
       wgmma_wait<0>();
       sm90_fence_s(s);
       sm90_fence_o(o);

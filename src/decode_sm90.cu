@@ -103,6 +103,9 @@
 #ifndef FMLA_SM90_DEBUG
 #define FMLA_SM90_DEBUG 0
 #endif
+#ifndef FMLA_SM90_NARROW /* rows <= 32 per KV head go to the narrow (transposed) kernel */
+#define FMLA_SM90_NARROW 1
+#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -824,6 +827,340 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 }
 
 /* ======================================================================================
+ * Narrow kernel: at most 32 query rows per KV head (h_q / h_kv * s_q <= 32, e.g. 16 heads per GPU).
+ *
+ * The 64-row kernel above pads such a tile to M = 64 and does 2-4x the tensor work of the real rows;
+ * then a 64-key block costs ~5500 tensor clocks per pair where HBM delivers it in ~4100 (tp set,
+ * b = 128): compute-bound on padding. Here the keys are the M side instead (the transposed problem):
+ *   S^T [64 keys, N rows]  = K [64, 576] . Q^T          m64nNk16 x 36, A = K tile (K-major), B = Q
+ *   O^T [512, N rows]     += V^T [512, 64] . P^T [64, N] m64nNk16 x 8 dim tiles x 4 key steps,
+ *                            A = V^T read MN-major straight out of the K tile (imm-trans-a), B = P^T
+ * with N = 16 or 32 (rows padded up to N). Per 64-key block that is ~1/4 (N = 16) of the 64-row
+ * kernel's tensor work, so the kernel is bound by HBM, which is the point.
+ *
+ * Block (160 threads): warps 0-3 = one consumer warpgroup, warp 4 = producer (one thread issues TMA).
+ * Two K stages (72 KB each, 9 column tiles with their own full/empty mbarriers, as above); block n of
+ * the CTA goes to stage n % 2, so one stage loads while the other is computed. The consumer WG does,
+ * per block: S^T (one wgmma chain), masking, the column max over 64 keys (shuffles over the 8 key
+ * rows of a warp + a 4-warp exchange through shared memory), exp2, P^T (bf16/fp16) into shared
+ * memory, the rescale of O^T and the PV chain; it gives the RoPE tile back after S and the 8 V tiles
+ * after PV. Row sums stay per thread and are reduced once per segment (epilogue).
+ * Accumulator fragment (m64nN, thread = warp w, lane l, q = l % 4, r = l / 4): S^T element
+ * s[4c + 2h + e] is key 16w + r + 8h, query row 8c + 2q + e; O^T likewise with dims for keys.
+ * Shared memory: Q 9 tiles of N x 128 B, 2 x 72 KB K, P^T N x 128 B, a [2][4][N] max exchange,
+ * a [4][N] row-sum exchange, bad-page masks, 36 mbarriers: ~186 KB (N = 32).
+ * ====================================================================================== */
+#define NW_THREADS 160
+#define NW_CONSUMERS 128
+#define NW_BAR_CONSUMERS 1
+
+template <int kN>
+struct nw_layout {
+  static constexpr int q_tile = kN * 128;                       /* one 64-column Q tile */
+  static constexpr int off_q = 0;
+  static constexpr int off_k = 9 * q_tile;                      /* multiple of 2048: 1024-aligned */
+  static constexpr int off_p = off_k + 2 * SM90_STAGE_BYTES;    /* P^T, N rows x 128 B */
+  static constexpr int off_red = off_p + (kN * 128 < 1024 ? 1024 : kN * 128);
+  static constexpr int off_lsum = off_red + 2 * 4 * kN * 4;     /* float [2][4][N] */
+  static constexpr int off_zmask = off_lsum + 4 * kN * 4;       /* float [4][N] */
+  static constexpr int off_full = off_zmask + 16;
+  static constexpr int off_empty = off_full + 2 * SM90_NTILES * 8;
+  static constexpr int used = off_empty + 2 * SM90_NTILES * 8;
+  static constexpr int bytes = used + 1024;
+};
+
+#if FMLA_SM90_DEVICE
+static __device__ __forceinline__ void st_shared_b16(uint32_t addr, uint16_t v) {
+  asm volatile("st.shared.b16 [%0], %1;" ::"r"(addr), "h"(v) : "memory");
+}
+static __device__ __forceinline__ uint16_t nw_cvt(float x, int fp16) {
+  if (fp16) {
+    const __half h = __float2half_rn(x);
+    return *(const uint16_t *)&h;
+  }
+  const __nv_bfloat16 h = __float2bfloat16_rn(x);
+  return *(const uint16_t *)&h;
+}
+
+template <int kN>
+static __device__ __forceinline__ void nw_load_q(const fmla_kernel_params &p, uint32_t sQ, int b, int hk, int ct) {
+  const char *q = (const char *)p.q;
+  for (int idx = ct; idx < kN * 72; idx += NW_CONSUMERS) {
+    const int r = idx / 72, ch = idx - r * 72;
+    const char *src = q;
+    uint32_t bytes = 0;
+    if (r < p.rows) {
+      const int t = r / p.ngroups, h = hk * p.ngroups + (r - t * p.ngroups);
+      src = q + 2 * ((int64_t)b * p.q_batch_stride + (int64_t)t * p.q_seq_stride + (int64_t)h * p.q_head_stride) + ch * 16;
+      bytes = 16;
+    }
+    cp_async_cg_16_zfill(sQ + (ch >> 3) * (kN * 128) + r * 128 + (((ch & 7) ^ (r & 7)) << 4), src, bytes);
+  }
+  cp_async_commit_group();
+}
+
+template <int kFp16, int kN, int kTA>
+static __device__ __forceinline__ void nw_wgmma(float *d, uint64_t da, uint64_t db, int scale_d) {
+  if constexpr (kN == 16)
+    wgmma_m64n16k16_ss<kFp16, kTA>(d, da, db, scale_d);
+  else
+    wgmma_m64n32k16_ss<kFp16, kTA>(d, da, db, scale_d);
+}
+
+template <int kFp16, int kN>
+static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, uint8_t *smem) {
+  typedef nw_layout<kN> LY;
+  constexpr int NC = kN / 8;  /* column groups of the fragment */
+  constexpr int NS = kN / 2;  /* accumulator registers per m64 tile */
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, q4 = lane & 3, r8 = lane >> 2;
+  const int hk = blockIdx.y;
+  const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
+  const uint32_t sbase = smem_u32(smem);
+  const uint32_t sQ = sbase + LY::off_q, sK = sbase + LY::off_k, sP = sbase + LY::off_p;
+  const uint32_t full = sbase + LY::off_full, empty = sbase + LY::off_empty;
+  float *red = (float *)(smem + LY::off_red);
+  float *lsum = (float *)(smem + LY::off_lsum);
+  const volatile uint64_t *zmask = (const volatile uint64_t *)(smem + LY::off_zmask);
+  const float sl2 = p.scale_log2;
+  const int begin_req = meta[0], end_req = meta[2];
+  uint32_t u = 0; /* blocks so far in this CTA: stage u % 2, that stage's use u / 2 */
+
+  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
+    const sm90_segment seg = sm90_get_segment(p, meta, i);
+    const int L = seg.L;
+    bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS); /* the previous segment's S reads and lsum reads are over */
+    if (seg.lo < seg.hi) {
+      nw_load_q<kN>(p, sQ, i, hk, tid);
+      cp_async_wait_all();
+      fence_proxy_async_shared_cta();
+      bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS);
+    }
+    /* Per column j = 2c + e (query row n = 8c + 2q + e): key limit, running max, partial row sum. */
+    int lim[2 * NC];
+    float m[2 * NC], l[2 * NC];
+#pragma unroll
+    for (int j = 0; j < 2 * NC; ++j) {
+      const int n = 8 * (j >> 1) + 2 * q4 + (j & 1);
+      const int t = n / p.ngroups;
+      const int lm = p.causal ? L - (p.seqlen_q - 1 - t) : L;
+      lim[j] = lm < L ? lm : L;
+      m[j] = -INFINITY;
+      l[j] = 0.f;
+    }
+    float o[8 * NS];
+#pragma unroll
+    for (int k = 0; k < 8 * NS; ++k) o[k] = 0.f;
+
+    for (int n = seg.lo; n < seg.hi; ++n, ++u) {
+      const int stage = u & 1;
+      const uint32_t par = (u >> 1) & 1;
+      const uint32_t kbase = sK + stage * SM90_STAGE_BYTES;
+      const uint32_t sfull = full + stage * SM90_NTILES * 8, sempty = empty + stage * SM90_NTILES * 8;
+      float s[NS];
+      /* S^T = K Q^T, tiles in the producer's order for this stage */
+      mbar_wait(sfull + sm90_tile_order(stage, 0) * 8, par, 'F');
+      const uint64_t zm = zmask[stage]; /* before the stage's first tile can go back */
+#pragma unroll
+      for (int jj = 0; jj < SM90_NTILES; ++jj) {
+        const int t = sm90_tile_order(stage, jj);
+        if (jj) mbar_wait(sfull + t * 8, par, 'F');
+        wgmma_fence();
+        const uint64_t da = wgmma_desc_sw128(kbase + t * SM90_TILE_BYTES, 16, 1024);
+        const uint64_t db = wgmma_desc_sw128(sQ + t * LY::q_tile, 16, 1024);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          nw_wgmma<kFp16, kN, 0>(s, da + (uint64_t)(kk * 2), db + (uint64_t)(kk * 2), jj != 0 || kk != 0);
+      }
+      wgmma_commit_group();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int k = 0; k < NS; ++k) fence_operand(s[k]);
+      if (lane == 0) mbarrier_arrive(sempty + 8 * 8); /* the RoPE tile is dead after S */
+
+      /* mask + scale (log2 units), column max over this thread's 2 keys, then the warp's 16 */
+      const int key0 = n * 64 + 16 * warp + r8;
+      const bool z0 = (zm >> (16 * warp + r8)) & 1, z1 = (zm >> (16 * warp + r8 + 8)) & 1;
+      float mx[2 * NC];
+#pragma unroll
+      for (int c = 0; c < NC; ++c)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = 2 * c + e;
+          float v0 = z0 ? 0.f : s[4 * c + e] * sl2;
+          float v1 = z1 ? 0.f : s[4 * c + 2 + e] * sl2;
+          v0 = key0 < lim[j] ? v0 : -INFINITY;
+          v1 = key0 + 8 < lim[j] ? v1 : -INFINITY;
+          s[4 * c + e] = v0;
+          s[4 * c + 2 + e] = v1;
+          float x = fmaxf(v0, v1);
+          x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 4));
+          x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 8));
+          x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 16));
+          mx[j] = x;
+        }
+      float *rb = red + (u & 1) * 4 * kN; /* two buffers: block u+2 writes after block u+1's barrier */
+      if (r8 == 0) {
+#pragma unroll
+        for (int j = 0; j < 2 * NC; ++j) rb[warp * kN + 8 * (j >> 1) + 2 * q4 + (j & 1)] = mx[j];
+      }
+      bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS); /* also: every thread's previous PV is over (sP reuse) */
+      float alpha[2 * NC], ref[2 * NC];
+#pragma unroll
+      for (int j = 0; j < 2 * NC; ++j) {
+        const int col = 8 * (j >> 1) + 2 * q4 + (j & 1);
+        const float bm = fmaxf(fmaxf(rb[col], rb[kN + col]), fmaxf(rb[2 * kN + col], rb[3 * kN + col]));
+        const float mn = fmaxf(m[j], bm);
+        ref[j] = sm90_ref(mn);
+        alpha[j] = ex2_approx_ftz(m[j] - ref[j]);
+        m[j] = mn;
+      }
+      /* P^T into shared memory as the K-major B operand: row = query column, 64 keys = 128 bytes */
+#pragma unroll
+      for (int c = 0; c < NC; ++c)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int j = 2 * c + e, col = 8 * c + 2 * q4 + e;
+          const float p0 = ex2_approx_ftz(s[4 * c + e] - ref[j]);
+          const float p1 = ex2_approx_ftz(s[4 * c + 2 + e] - ref[j]);
+          l[j] = l[j] * alpha[j] + p0 + p1;
+          const int k0 = 16 * warp + r8, k1 = k0 + 8;
+          st_shared_b16(sP + col * 128 + (((k0 >> 3) ^ (col & 7)) << 4) + (k0 & 7) * 2, nw_cvt(p0, kFp16));
+          st_shared_b16(sP + col * 128 + (((k1 >> 3) ^ (col & 7)) << 4) + (k1 & 7) * 2, nw_cvt(p1, kFp16));
+        }
+      const int in_len = L - n * 64;
+      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
+      if (bad) sm90_zero_v(kbase, bad, tid);
+      fence_proxy_async_shared_cta();
+      bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS); /* P^T and the zeroed V rows are complete */
+
+      /* O^T = O^T * alpha (per column) + V^T P^T */
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt)
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          o[mt * NS + 4 * c + 0] *= alpha[2 * c];
+          o[mt * NS + 4 * c + 1] *= alpha[2 * c + 1];
+          o[mt * NS + 4 * c + 2] *= alpha[2 * c];
+          o[mt * NS + 4 * c + 3] *= alpha[2 * c + 1];
+        }
+      wgmma_fence();
+      const uint64_t dp = wgmma_desc_sw128(sP, 16, 1024);
+#pragma unroll
+      for (int mt = 0; mt < 8; ++mt) {
+        const uint64_t dv = wgmma_desc_sw128(kbase + mt * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          nw_wgmma<kFp16, kN, 1>(o + mt * NS, dv + (uint64_t)(kk * 128), dp + (uint64_t)(kk * 2), 1);
+      }
+      wgmma_commit_group();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int k = 0; k < 8 * NS; ++k) fence_operand(o[k]);
+      if (lane == 0)
+        for (int t = 0; t < 8; ++t) mbarrier_arrive(sempty + t * 8);
+    }
+
+    /* Epilogue: row sums over the 8 key rows of the warp and the 4 warps, then O^T / l. */
+#pragma unroll
+    for (int j = 0; j < 2 * NC; ++j) {
+      float x = l[j];
+      x += __shfl_xor_sync(0xffffffffu, x, 4);
+      x += __shfl_xor_sync(0xffffffffu, x, 8);
+      x += __shfl_xor_sync(0xffffffffu, x, 16);
+      l[j] = x;
+    }
+    if (r8 == 0) {
+#pragma unroll
+      for (int j = 0; j < 2 * NC; ++j) lsum[warp * kN + 8 * (j >> 1) + 2 * q4 + (j & 1)] = l[j];
+    }
+    bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS);
+    const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
+#pragma unroll
+    for (int j = 0; j < 2 * NC; ++j) {
+      const int col = 8 * (j >> 1) + 2 * q4 + (j & 1);
+      if (col >= p.rows) continue;
+      const float lt = lsum[col] + lsum[kN + col] + lsum[2 * kN + col] + lsum[3 * kN + col];
+      const float inv = lt > 0.f ? 1.f / lt : 0.f;
+      const int t = col / p.ngroups, h = hk * p.ngroups + (col - t * p.ngroups);
+      const int reg = 4 * (j >> 1) + (j & 1);
+      if (nsplit <= 1) {
+        uint16_t *dst = (uint16_t *)p.out + ((int64_t)i * p.out_batch_stride + (int64_t)t * p.out_seq_stride +
+                                             (int64_t)h * p.out_head_stride);
+#pragma unroll
+        for (int mt = 0; mt < 8; ++mt) {
+          const int d0 = 64 * mt + 16 * warp + r8;
+          dst[d0] = nw_cvt(o[mt * NS + reg] * inv, kFp16);
+          dst[d0 + 8] = nw_cvt(o[mt * NS + reg + 2] * inv, kFp16);
+        }
+        if (warp == 0 && r8 == 0)
+          p.lse[((int64_t)i * p.num_heads_q + h) * p.seqlen_q + t] = lt > 0.f ? m[j] * SM90_LN2 + logf(lt) : INFINITY;
+      } else {
+        const int64_t slot_row = ((int64_t)(p.num_splits[i] + seg.split) * p.num_heads_k + hk) * p.rows + col;
+        float *dst = p.o_accum + slot_row * FMLA_HEAD_DIM_V;
+#pragma unroll
+        for (int mt = 0; mt < 8; ++mt) {
+          const int d0 = 64 * mt + 16 * warp + r8;
+          dst[d0] = o[mt * NS + reg] * inv;
+          dst[d0 + 8] = o[mt * NS + reg + 2] * inv;
+        }
+        if (warp == 0 && r8 == 0) p.lse_accum[slot_row] = lt > 0.f ? m[j] * SM90_LN2 + logf(lt) : -INFINITY;
+      }
+    }
+  }
+}
+
+template <int kN>
+static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, const CUtensorMap *map, uint8_t *smem) {
+  typedef nw_layout<kN> LY;
+  const int hk = blockIdx.y;
+  const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
+  const uint32_t sbase = smem_u32(smem);
+  uint64_t *zmask = (uint64_t *)(smem + LY::off_zmask);
+  const uint64_t policy = createpolicy_fractional_l2_evict_first(); /* one CTA per KV block: read once */
+  const int begin_req = meta[0], end_req = meta[2];
+  uint32_t u = 0;
+  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
+    const sm90_segment seg = sm90_get_segment(p, meta, i);
+    for (int n = seg.lo; n < seg.hi; ++n, ++u) {
+      const int stage = u & 1;
+      sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, sbase + LY::off_k + stage * SM90_STAGE_BYTES,
+                         sbase + LY::off_full + stage * SM90_NTILES * 8, sbase + LY::off_empty + stage * SM90_NTILES * 8,
+                         &zmask[stage], policy);
+    }
+  }
+}
+#endif /* FMLA_SM90_DEVICE */
+
+template <int kFp16, int kN>
+__global__ void __launch_bounds__(NW_THREADS, 1)
+    fmla_decode_sm90_narrow_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k) {
+#if FMLA_SM90_DEVICE
+  typedef nw_layout<kN> LY;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  if (threadIdx.x == 0) {
+    const uint32_t sbase = smem_u32(smem);
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) {
+      mbarrier_init(sbase + LY::off_full + t * 8, 1);
+      mbarrier_init(sbase + LY::off_empty + t * 8, 4); /* one arrival per consumer warp */
+    }
+    ((uint64_t *)(smem + LY::off_zmask))[0] = 0;
+    ((uint64_t *)(smem + LY::off_zmask))[1] = 0;
+    fence_mbarrier_init_release_cluster();
+    fence_proxy_async_shared_cta();
+  }
+  if (threadIdx.x == NW_CONSUMERS) prefetch_tensormap(&tmap_k);
+  __syncthreads();
+  griddepcontrol_wait();
+  if (threadIdx.x >= NW_CONSUMERS) {
+    if (threadIdx.x == NW_CONSUMERS) nw_producer<kN>(p, &tmap_k, smem);
+  } else {
+    nw_consumer<kFp16, kN>(p, smem);
+  }
+#endif
+}
+
+/* ======================================================================================
  * Launcher (host).
  * ====================================================================================== */
 
@@ -937,6 +1274,36 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   return FLASH_MLA_SUCCESS;
 }
 
+template <int kFp16, int kN>
+static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
+  static std::atomic<unsigned long long> attr_set{0};
+  const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
+  const int smem = nw_layout<kN>::bytes;
+  if (!bit || !(attr_set.load(std::memory_order_acquire) & bit)) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(fmla_decode_sm90_narrow_kernel<kFp16, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess)
+      return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: cudaFuncSetAttribute(%d bytes smem): %s", smem,
+                            cudaGetErrorString(e));
+    attr_set.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
+  cfg.blockDim = dim3(NW_THREADS, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, fmla_decode_sm90_narrow_kernel<kFp16, kN>, *p, *map);
+  if (e != cudaSuccess)
+    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper narrow kernel launch failed: %s",
+                          cudaGetErrorString(e));
+  return FLASH_MLA_SUCCESS;
+}
+
 extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {
   int device = 0;
   flash_mla_status_t st = sm90_check(p, &device);
@@ -944,8 +1311,13 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
   if (p->batch <= 0 || p->num_sm_parts <= 0 || p->num_m_blocks <= 0 || p->num_heads_k <= 0) return FLASH_MLA_SUCCESS;
   CUtensorMap map;
   if ((st = sm90_make_k_map(p, &map)) != FLASH_MLA_SUCCESS) return st;
-  return p->dtype == FLASH_MLA_DTYPE_FP16 ? sm90_launch<1>(p, &map, device, (cudaStream_t)stream)
-                                          : sm90_launch<0>(p, &map, device, (cudaStream_t)stream);
+  const int fp16 = p->dtype == FLASH_MLA_DTYPE_FP16;
+  cudaStream_t st_ = (cudaStream_t)stream;
+  if (FMLA_SM90_NARROW && p->rows <= 16)
+    return fp16 ? nw_launch<1, 16>(p, &map, device, st_) : nw_launch<0, 16>(p, &map, device, st_);
+  if (FMLA_SM90_NARROW && p->rows <= 32)
+    return fp16 ? nw_launch<1, 32>(p, &map, device, st_) : nw_launch<0, 32>(p, &map, device, st_);
+  return fp16 ? sm90_launch<1>(p, &map, device, st_) : sm90_launch<0>(p, &map, device, st_);
 }
 
 extern "C" int fmla_hopper_built(void) { return 1; }

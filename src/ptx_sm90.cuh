@@ -263,6 +263,43 @@ static __device__ __forceinline__ void wgmma_m64n32k16_f32_f16_ss(float *d, uint
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+/* Narrow kernel (rows <= 32): m64nNk16 with N = 16 or 32 query rows, A and B from shared memory,
+ * imm-trans-a = kTA (1: A is MN-major, i.e. V^T read straight out of a K tile), B K-major.
+ * One asm body per (N, type); the type and kTA are compile-time constants. */
+#define FMLA_WGMMA_N16_REGS "{%0, %1, %2, %3, %4, %5, %6, %7}"
+#define FMLA_WGMMA_N16_OUT                                                                                        \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+#define FMLA_WGMMA_N32_REGS "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define FMLA_WGMMA_N32_OUT                                                                                        \
+  FMLA_WGMMA_N16_OUT, "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), \
+      "+f"(d[15])
+template <int kFp16, int kTA>
+static __device__ __forceinline__ void wgmma_m64n16k16_ss(float *d, uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  if constexpr (kFp16)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 " FMLA_WGMMA_N16_REGS ", %8, %9, p, 1, 1, %11, 0;\n}\n"
+                 : FMLA_WGMMA_N16_OUT
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTA));
+  else
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 " FMLA_WGMMA_N16_REGS ", %8, %9, p, 1, 1, %11, 0;\n}\n"
+                 : FMLA_WGMMA_N16_OUT
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTA));
+}
+template <int kFp16, int kTA>
+static __device__ __forceinline__ void wgmma_m64n32k16_ss(float *d, uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  if constexpr (kFp16)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 " FMLA_WGMMA_N32_REGS ", %16, %17, p, 1, 1, %19, 0;\n}\n"
+                 : FMLA_WGMMA_N32_OUT
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTA));
+  else
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " FMLA_WGMMA_N32_REGS ", %16, %17, p, 1, 1, %19, 0;\n}\n"
+                 : FMLA_WGMMA_N32_OUT
+                 : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTA));
+}
+
 /* m64n64k16, both operands K-major (S = Q K^T over 64 keys): 32 f32 accumulators per thread. */
 static __device__ __forceinline__ void wgmma_m64n64k16_f32_bf16_ss(float *d, uint64_t desc_a, uint64_t desc_b, int scale_d) {
   asm volatile(

@@ -13,7 +13,7 @@
  *
  * Two kernels, picked by the launcher from the total row count b * h_kv * rows (host-known):
  *  - few rows (<= CMB_SPLITS_MAX_ROWS), fmla_combine_splits_kernel: grid (batch, h_kv,
- *    min(rows * 4, 65535)), 256 threads, 4.1 KB smem; z indexes (row, 128-column chunk). A CTA
+ *    min(rows * 4, 65535)), 256 threads, 8.2 KB smem; z indexes (row, 128-column chunk). A CTA
  *    reduces the row's nsplits lse values (thread-strided), then warp w accumulates splits w, w+8, ...
  *    of its 128 columns (lane: one float4) and the 8 partial sums meet in shared memory. With b = 1..8
  *    and 100+ splits the merge is latency-bound, and spreading a row over 4 CTAs and 8 warps keeps
@@ -50,6 +50,7 @@
  * rows the split-parallel kernel was 1.1-2.6x faster (b = 1..8, 100+ splits), with >= 1024 rows up
  * to 1.19x slower (tens of thousands of mostly idle CTAs); 512 was a draw. */
 #define CMB_SPLITS_MAX_ROWS 512
+#define CMB_WCHUNK 1024 /* split weights staged in shared memory at a time (4 KB) */
 
 template <int IS_FP16>
 static __device__ __forceinline__ uint32_t cmb_pack2(float lo, float hi) {
@@ -88,6 +89,7 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const 
 
   __shared__ float red[CMB_WARPS];
   __shared__ float4 part[CMB_WARPS][32];
+  __shared__ float wts[CMB_WCHUNK];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int rows = p.rows, ngroups = p.ngroups;
   const int64_t slot_stride = (int64_t)p.num_heads_k * rows; /* lse_accum elements per slot */
@@ -109,19 +111,26 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const 
       lse = m + logf(cmb_block_reduce<0>(s, red));
     }
 
-    /* warp w sums splits w, w + 8, ...; lane owns columns 128 * chunk + 4 * lane .. +3. Independent
-     * loads of several splits are in flight per warp, and every CTA of the row works in parallel. */
+    /* warp w sums splits w, w + 8, ...; lane owns columns 128 * chunk + 4 * lane .. +3. The split
+     * weights go to shared memory first (CMB_WCHUNK at a time), so the o_accum loads of a warp do
+     * not wait on an lse load each and many are in flight; every CTA of the row works in parallel. */
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     const float *o_col = p.o_accum + row0 * FMLA_HEAD_DIM_V + chunk * 128 + lane * 4;
-#pragma unroll 4
-    for (int k = warp; k < nsplits; k += CMB_WARPS) {
-      const float w = fmla_merge_weight(lse_k[k * slot_stride], lse); /* same value in every lane */
-      if (w == 0.f) continue;
-      const float4 v = *(const float4 *)(o_col + k * slot_stride * FMLA_HEAD_DIM_V);
-      acc.x += w * v.x;
-      acc.y += w * v.y;
-      acc.z += w * v.z;
-      acc.w += w * v.w;
+    for (int kb = 0; kb < nsplits; kb += CMB_WCHUNK) {
+      const int kn = nsplits - kb < CMB_WCHUNK ? nsplits - kb : CMB_WCHUNK;
+      for (int k = threadIdx.x; k < kn; k += CMB_THREADS) wts[k] = fmla_merge_weight(lse_k[(int64_t)(kb + k) * slot_stride], lse);
+      __syncthreads();
+#pragma unroll 8
+      for (int k = warp; k < kn; k += CMB_WARPS) {
+        const float w = wts[k]; /* same value in every lane */
+        if (w == 0.f) continue;
+        const float4 v = *(const float4 *)(o_col + (int64_t)(kb + k) * slot_stride * FMLA_HEAD_DIM_V);
+        acc.x += w * v.x;
+        acc.y += w * v.y;
+        acc.z += w * v.z;
+        acc.w += w * v.w;
+      }
+      __syncthreads(); /* wts is refilled by the next chunk */
     }
     part[warp][lane] = acc;
     __syncthreads();

@@ -4,8 +4,8 @@ Nothing here imports torch or needs a GPU: the library carries the CUDA runtime 
 GPU entry points return FLASH_MLA_ERROR_NO_DEVICE on a machine without one.
 
 Where the library is looked for, first hit wins:
-  1. the package directory (``pip install .`` and ``make python`` put it there),
-  2. the path in the environment variable FLASH_MLA_LIBRARY,
+  1. the path in the environment variable FLASH_MLA_LIBRARY (an explicit choice),
+  2. the package directory (``pip install .`` and ``make python`` put it there),
   3. the repository root (``make lib`` builds it there; for in-tree development).
 
 The prototypes (argtypes/restype) are set once here, at import, so a call only converts its
@@ -106,10 +106,10 @@ if _decode_params_struct.size != ctypes.sizeof(DecodeParams):  # pragma: no cove
 
 def _candidates():
     here = os.path.dirname(os.path.abspath(__file__))
-    yield os.path.join(here, LIB_NAME)
     env = os.environ.get("FLASH_MLA_LIBRARY")
-    if env:
+    if env:  # an explicit choice wins over the copy inside the package
         yield env
+    yield os.path.join(here, LIB_NAME)
     yield os.path.join(os.path.dirname(os.path.dirname(here)), LIB_NAME)
 
 

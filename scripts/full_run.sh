@@ -18,8 +18,8 @@ BENCH_KERNEL=${BENCH_KERNEL:-all} BENCH_ARGS="${BENCH_ARGS:---compare bench/anch
 cp $OUT/bench.json $OUT/bench.log "$O/"; [ -f $OUT/roofline.png ] && cp $OUT/roofline.png "$O/"
 for v in variants/*.so; do
   [ -f "$v" ] || continue
-  echo "== $v"; FLASH_MLA_LIBRARY=$PWD/$v python3 bench/bench.py --kernel hopper --set ${AB_SETS:-tp,latency} --no-rotate 2>&1 | grep -E "^(tp|latency) |ceil"
-  echo "== default library"; python3 bench/bench.py --kernel hopper --set ${AB_SETS:-tp,latency} --no-rotate 2>&1 | grep -E "^(tp|latency) |ceil"
+  echo "== $v"; FLASH_MLA_LIBRARY=$PWD/$v python3 bench/bench.py --kernel hopper --set ${AB_SETS:-tp,latency} --no-rotate 2>&1 | grep -E "^(standard|tp|latency) |ceil"
+  echo "== default library"; python3 bench/bench.py --kernel hopper --set ${AB_SETS:-tp,latency} --no-rotate 2>&1 | grep -E "^(standard|tp|latency) |ceil"
 done > "$O/ab.log"
 cp $OUT/summary.log "$O/"
 cat "$O/summary.log" "$O/tests.log" "$O/san.log" 2>/dev/null

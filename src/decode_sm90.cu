@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v2): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v5): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -47,6 +47,13 @@
  *            |PV_A_R; K_B' tiles after PV_B_L / PV_B_R
  * Tensor work per pair: 2 x S (4.72 MFLOP) + 4 x PV half (2.10 MFLOP) = 17.8 MFLOP, ~5990 clk at
  * the measured 778 TFLOPS; softmax (~300-500 clk) always hides under the other WG's S or PV.
+ *
+ * v4 release order: WG0 finishes PV_B_L before it issues the next S_A (wgmma_wait at the loop top,
+ * not inside the S chain: a wait there makes ptxas serialize every wgmma, C7520, which the build now
+ * rejects), so stage 1's V[:, 0:256] and P_B tiles go back one S earlier; and when P_B is late
+ * (decided over the warpgroup with bar.red.or, wait_group must be uniform) WG0 retires PV_A_L and
+ * gives V_A[:, 0:256] back before it waits. Both start the producer's next K loads sooner: ~10-15%
+ * on the 64/128-row cases (same-run A/B, H200).
  *
  * Fine-grained release: every 8 KB column tile of a K stage has its own "full" (TMA bytes) and
  * "empty" (consumer arrivals) mbarrier, so the producer refills a tile as soon as its last
@@ -105,6 +112,9 @@
 #endif
 #ifndef FMLA_SM90_NARROW /* rows <= 32 per KV head go to the narrow (transposed) kernel */
 #define FMLA_SM90_NARROW 1
+#endif
+#ifndef FMLA_SM90_EARLY_AL /* WG0 gives V_A[:, 0:256] back before waiting for a late P_B */
+#define FMLA_SM90_EARLY_AL 1
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
@@ -291,6 +301,12 @@ static __device__ __forceinline__ void sm90_load_q(const fmla_kernel_params &p, 
   cp_async_commit_group();
 }
 
+/* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). */
+static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane) {
+  if (lane == 0)
+    for (int t = first; t < first + n; ++t) mbarrier_arrive(empty + t * 8);
+}
+
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
@@ -442,11 +458,6 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
   }
 }
 
-/* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). */
-static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane) {
-  if (lane == 0)
-    for (int t = first; t < first + n; ++t) mbarrier_arrive(empty + t * 8);
-}
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
@@ -471,15 +482,20 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     float s[32];
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
-    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
-    wgmma_wait<0>(); /* S_A, and the previous pair's PV_B_L */
-    sm90_fence_s(s);
-    sm90_fence_o(o);
     if (pend_b) {
+      /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
+       * back a whole S earlier and the producer's next K_B load starts that much sooner. (Waiting
+       * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
+      wgmma_wait<0>();
+      sm90_fence_o(o);
       sm90_release(c.empty1, 0, 4, c.lane);
       sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
     }
+    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
+    wgmma_wait<0>(); /* S_A */
+    sm90_fence_s(s);
+    sm90_fence_o(o);
     sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
 
     float mx0, mx1;
@@ -510,8 +526,18 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     l1 = l1 * aa1 + ps1;
     sm90_pv<kFp16>(o, c.sPA, c.sK0, 0);
 
+    bool a_l_back = false; /* V_A[:, 0:256] given back already */
     if (has_b) {
       const uint32_t par1 = pb & 1;
+      /* wgmma.wait_group must be warpgroup-uniform: decide over all 128 threads. */
+      if (FMLA_SM90_EARLY_AL && bar_red_or(SM90_BAR_WG0, 128, !mbarrier_test_wait_parity(c.pb_ready, par1))) {
+        /* P_B is late: rather than hold V_A[:, 0:256] until PV_B_L is queued, finish PV_A_L now
+         * and give its tiles back, so the producer's next K_A load starts while we wait. */
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_release(c.empty0, 0, 4, c.lane);
+        a_l_back = true;
+      }
       mbar_wait(c.pb_ready, par1, 'B');
       /* Already complete (the producer cannot refill them before we give them back); makes the
        * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
@@ -534,8 +560,10 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
-      wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
-      sm90_release(c.empty0, 0, 4, c.lane);
+      if (!a_l_back) {
+        wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
+        sm90_release(c.empty0, 0, 4, c.lane);
+      }
       pend_b = true;
       ++pb;
     } else {

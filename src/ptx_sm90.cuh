@@ -65,6 +65,19 @@ static __device__ __forceinline__ uint32_t mbarrier_try_wait_parity(uint32_t bar
   return ok;
 }
 
+/* mbarrier.test_wait.parity: the same test without the potentially blocking wait (never suspends). */
+static __device__ __forceinline__ uint32_t mbarrier_test_wait_parity(uint32_t bar, uint32_t parity) {
+  uint32_t ok;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.test_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok;
+}
+
 /* ---- bulk tensor copies (9.7.9.25 Data Movement: cp.async.bulk.tensor) ---- */
 
 /* 9.7.9.25.5.2 cp.async.bulk.tensor, 4-D tile mode, global -> shared, completion counted in bytes

@@ -164,6 +164,8 @@ static int run_tile(int fp16, int page) {
   CK(cudaMemcpy(dP, P.data(), P.size() * 4, cudaMemcpyHostToDevice));
   fmla_kernel_params p;
   memset(&p, 0, sizeof p);
+  p.cc_major = 9; /* the launcher trusts api.c's device query; this tool runs on device 0, an H100/H200 */
+  p.cc_minor = 0;
   p.dtype = fp16;
   p.batch = 1;
   p.seqlen_q = 1;
@@ -312,6 +314,8 @@ static int run_decode(const dcase &c, int verbose) {
   CK(cudaMemset(dla, 0xFF, (size_t)slots * h_kv * rows * 4));
   fmla_kernel_params p;
   memset(&p, 0, sizeof p);
+  p.cc_major = 9; /* the launcher trusts api.c's device query; this tool runs on device 0, an H100/H200 */
+  p.cc_minor = 0;
   p.dtype = fp16;
   p.batch = b;
   p.seqlen_q = s_q;
@@ -488,6 +492,8 @@ static void run_bench(int b, int s_q, int h_q, int L, int fp16) {
   CK(cudaMemcpy(dnsp, nsp.data(), nsp.size() * 4, cudaMemcpyHostToDevice));
   fmla_kernel_params p;
   memset(&p, 0, sizeof p);
+  p.cc_major = 9; /* the launcher trusts api.c's device query; this tool runs on device 0, an H100/H200 */
+  p.cc_minor = 0;
   p.dtype = fp16;
   p.batch = b;
   p.seqlen_q = s_q;

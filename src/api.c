@@ -380,6 +380,8 @@ flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params, con
   k.o_accum = (float *)workspace;
   k.lse_accum = (float *)((char *)workspace + o_accum_bytes(slots, (int64_t)p->seqlen_q * p->num_heads_q));
   k.cc_major = d->major;
+  k.cc_minor = d->minor;
+  k.device = (int32_t)(d - g_devices);
 
   const int is_hopper = d->major == 9 && d->minor == 0;
   flash_mla_status_t st;

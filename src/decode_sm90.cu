@@ -1243,18 +1243,14 @@ static flash_mla_status_t sm90_make_k_map(const fmla_kernel_params *p, CUtensorM
   return FLASH_MLA_SUCCESS;
 }
 
-/* Checks only the launcher can make: device, page size, what TMA and the vector copies need. */
+/* Checks only the launcher can make: device, page size, what TMA and the vector copies need. The
+ * device and its compute capability come from api.c (cached there per device). */
 static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
-  cudaError_t e = cudaGetDevice(device);
-  if (e != cudaSuccess) return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: cudaGetDevice: %s", cudaGetErrorString(e));
-  int major = 0, minor = 0;
-  if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, *device)) != cudaSuccess ||
-      (e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, *device)) != cudaSuccess)
-    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: cudaDeviceGetAttribute: %s", cudaGetErrorString(e));
-  if (major != 9 || minor != 0)
+  *device = p->device;
+  if (p->cc_major != 9 || p->cc_minor != 0)
     return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
                           "flash_mla_decode: the Hopper kernel needs compute capability 9.0, device %d is %d.%d",
-                          *device, major, minor);
+                          p->device, p->cc_major, p->cc_minor);
   const int page = p->page_size;
   if (!(page == 16 || page == 32 || (page > 0 && page % 64 == 0)))
     return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
@@ -1337,8 +1333,25 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
   flash_mla_status_t st = sm90_check(p, &device);
   if (st != FLASH_MLA_SUCCESS) return st;
   if (p->batch <= 0 || p->num_sm_parts <= 0 || p->num_m_blocks <= 0 || p->num_heads_k <= 0) return FLASH_MLA_SUCCESS;
-  CUtensorMap map;
-  if ((st = sm90_make_k_map(p, &map)) != FLASH_MLA_SUCCESS) return st;
+  /* The K map depends only on the cache pointer, its shape, strides and dtype: a decode step's
+   * layers reuse one cache, so keep the last map of this thread and skip the driver call. */
+  struct k_map_cache {
+    const void *k_cache;
+    int64_t key[7];
+    int valid;
+    CUtensorMap map;
+  };
+  static thread_local k_map_cache cache = {};
+  const int64_t key[7] = {p->num_heads_k, p->page_size, p->num_blocks, p->k_block_stride, p->k_token_stride,
+                          p->k_head_stride, p->dtype};
+  if (!cache.valid || cache.k_cache != p->k_cache || memcmp(cache.key, key, sizeof key) != 0) {
+    cache.valid = 0;
+    if ((st = sm90_make_k_map(p, &cache.map)) != FLASH_MLA_SUCCESS) return st;
+    cache.k_cache = p->k_cache;
+    memcpy(cache.key, key, sizeof key);
+    cache.valid = 1;
+  }
+  const CUtensorMap map = cache.map;
   const int fp16 = p->dtype == FLASH_MLA_DTYPE_FP16;
   cudaStream_t st_ = (cudaStream_t)stream;
   if (FMLA_SM90_NARROW && p->rows <= 16)

@@ -81,6 +81,8 @@ typedef struct fmla_kernel_params {
   float *o_accum;             /* [b + num_sm_parts, h_kv, rows, 512] */
   float *lse_accum;           /* [b + num_sm_parts, h_kv, rows] */
   int32_t cc_major;           /* compute capability of the device (PDL needs 9+) */
+  int32_t cc_minor;
+  int32_t device;             /* the current device the launch goes to (api.c already asked) */
 } fmla_kernel_params;
 
 #ifdef __cplusplus

@@ -116,6 +116,9 @@
 #ifndef FMLA_SM90_EARLY_AL /* WG0 gives V_A[:, 0:256] back before waiting for a late P_B */
 #define FMLA_SM90_EARLY_AL 1
 #endif
+#ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
+#define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
+#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -844,6 +847,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   __syncthreads();
   /* PDL: nothing written by an earlier kernel (metadata, lengths, q, cache) is read before this. */
   griddepcontrol_wait();
+  /* Let the combine grid get onto SMs this grid leaves idle (its CTAs wait for our completion):
+   * hides its launch latency on small steps; every CTA of ours is resident by then. */
+  if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents();
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
     if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, smem);
@@ -1180,6 +1186,7 @@ __global__ void __launch_bounds__(NW_THREADS, 1)
   if (threadIdx.x == NW_CONSUMERS) prefetch_tensormap(&tmap_k);
   __syncthreads();
   griddepcontrol_wait();
+  if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents(); /* as in the 64-row kernel */
   if (threadIdx.x >= NW_CONSUMERS) {
     if (threadIdx.x == NW_CONSUMERS) nw_producer<kN>(p, &tmap_k, smem);
   } else {

@@ -160,6 +160,13 @@ static __device__ __forceinline__ void griddepcontrol_wait(void) {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 }
 
+/* 9.7.13.8 griddepcontrol.launch_dependents: the grids launched after this one with programmatic
+ * dependent launch (the combine) may be scheduled once every CTA of this grid has issued it or
+ * exited. They still griddepcontrol.wait for this grid's completion before reading its output. */
+static __device__ __forceinline__ void griddepcontrol_launch_dependents(void) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
 /* 9.7.18.1 setmaxnreg: move registers between warpgroups. Every warp of the warpgroup executes it;
  * the kernel needs a known entry count (__launch_bounds__) or ptxas ignores it (C7508). */
 template <int N>

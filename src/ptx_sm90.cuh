@@ -259,30 +259,6 @@ static __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr, 
 
 /* 9.7.15.5.2 wgmma.mma_async, A and B from shared memory descriptors ("ss"), f32 accumulators.
  * scale_d = 0 overwrites D (first k-step), 1 accumulates. _tb: imm-trans-b = 1, B is MN-major. */
-static __device__ __forceinline__ void wgmma_m64n32k16_f32_bf16_ss(float *d, uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-      "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      :
-        "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-}
-
-static __device__ __forceinline__ void wgmma_m64n32k16_f32_f16_ss(float *d, uint64_t desc_a, uint64_t desc_b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {"
-      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-      "}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      :
-        "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-}
-
 /* Narrow kernel (rows <= 32): m64nNk16 with N = 16 or 32 query rows, A and B from shared memory,
  * imm-trans-a = kTA (1: A is MN-major, i.e. V^T read straight out of a K tile), B K-major.
  * One asm body per (N, type); the type and kTA are compile-time constants. */

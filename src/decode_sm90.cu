@@ -325,10 +325,7 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const uint64_t off = (uint64_t)((t * SM90_TILE_BYTES + kk * 32) >> 4);
-      if (kFp16)
-        wgmma_m64n64k16_f32_f16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
-      else
-        wgmma_m64n64k16_f32_bf16_ss(s, dq + off, dk + off, j != 0 || kk != 0);
+      wgmma_m64n64k16_ss<kFp16>(s, dq + off, dk + off, j != 0 || kk != 0);
     }
   }
   wgmma_commit_group();
@@ -344,10 +341,7 @@ static __device__ __forceinline__ void sm90_pv(float *o, uint32_t sP, uint32_t k
   wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    if (kFp16)
-      wgmma_m64n256k16_f32_f16_ss_tb(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
-    else
-      wgmma_m64n256k16_f32_bf16_ss_tb(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
+    wgmma_m64n256k16_ss<kFp16, 0, 1>(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
   }
   wgmma_commit_group();
 }

@@ -74,17 +74,23 @@ static __device__ __forceinline__ float cmb_block_reduce(float v, float *red) {
   return v;
 }
 
+/* Both kernels start here. Launched with programmatic dependent launch on sm_90, a CTA may start
+ * while the decode kernel drains: wait for it (and for its writes to o_accum / lse_accum to be
+ * visible) before any read. Returns request req's split count; *slot0 = its first slot. */
+static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, int req, int *slot0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  *slot0 = __ldg(p.num_splits + req);
+  return __ldg(p.num_splits + req + 1) - *slot0;
+}
+
 /* Few rows: a CTA per (row, 128-column chunk), the splits spread over its 8 warps. */
 template <int IS_FP16>
 __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const __grid_constant__ fmla_kernel_params p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  /* Launched with programmatic dependent launch on sm_90: this CTA may start while the decode kernel
-   * drains; wait for it (and for its writes to o_accum / lse_accum to be visible) before any read. */
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
   const int req = blockIdx.x, hk = blockIdx.y;
-  const int slot0 = __ldg(p.num_splits + req);
-  const int nsplits = __ldg(p.num_splits + req + 1) - slot0;
+  int slot0;
+  const int nsplits = cmb_prologue(p, req, &slot0);
   if (nsplits <= 1) return; /* written directly by the decode kernel (uniform: the whole CTA leaves) */
 
   __shared__ float red[CMB_WARPS];
@@ -155,14 +161,9 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const 
 /* Many rows (b * h_kv * rows > CMB_SPLITS_MAX_ROWS): one warp merges one whole row. */
 template <int IS_FP16>
 __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_rows_kernel(const __grid_constant__ fmla_kernel_params p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  /* Launched with programmatic dependent launch on sm_90: this CTA may start while the decode kernel
-   * drains; wait for it (and for its writes to o_accum / lse_accum to be visible) before any read. */
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
   const int req = blockIdx.x, hk = blockIdx.y;
-  const int slot0 = __ldg(p.num_splits + req);
-  const int nsplits = __ldg(p.num_splits + req + 1) - slot0;
+  int slot0;
+  const int nsplits = cmb_prologue(p, req, &slot0);
   if (nsplits <= 1) return; /* written directly by the decode kernel */
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

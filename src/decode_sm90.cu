@@ -578,6 +578,19 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
   }
 }
 
+/* WG1: wait for WG0's P_A (and for the TMA writes of V_A[:, 256:512] to be visible to this WG's
+ * wgmma: those full barriers are already complete), then take m_A: quad leaders read what WG0's
+ * quad leaders wrote and share it in the quad. */
+static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint32_t par0, float &ma0, float &ma1) {
+  mbar_wait(c.pa_ready, par0, 'A');
+#pragma unroll
+  for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
+  ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f;
+  ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
+  ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
+  ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
+}
+
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
 template <int kFp16>
 static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
@@ -606,12 +619,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
 
       float mx0, mx1;
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-      mbar_wait(c.pa_ready, par0, 'A');
-#pragma unroll
-      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F'); /* see WG0: visibility of V_A */
-      float ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f, ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
-      ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
-      ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
@@ -651,12 +660,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       ++pb;
     } else {
       sm90_fence_o(o);
-      mbar_wait(c.pa_ready, par0, 'A');
-#pragma unroll
-      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
-      float ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f, ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
-      ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
-      ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_rescale(o, aa0, aa1);
       l0 *= aa0;

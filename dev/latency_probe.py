@@ -7,7 +7,9 @@ For the latency cases (and tp b=8) it prints, in one run:
   c_us       the same for the bare ctypes call (arguments packed once), i.e. the C library alone
   alloc_us   the three torch allocations of a call (out, lse, workspace)
   call_us    bench.py's call_us (events around one eager call)
-Usage: PYTHONPATH=python python3 dev/latency_probe.py [--kernel hopper] [--cases 28,29,...]
+  --parts 4,8,...  also graph_us of each case with the metadata split into that many parts
+                   (the split count a fixed per-split cost makes worth it, with the combine)
+Usage: PYTHONPATH=python python3 dev/latency_probe.py [--kernel hopper] [--sets latency,tp] [--parts ...]
 """
 import argparse
 import os
@@ -38,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernel", default="hopper")
     ap.add_argument("--sets", default="latency,tp")
+    ap.add_argument("--parts", default="")
     args = ap.parse_args()
     import torch
 
@@ -84,6 +87,12 @@ def main():
 
         al = host_loop_us(torch, alloc)
         print("%-8s %3d %6d %4d | %8.1f %8.1f %8.1f %8.1f %8.1f" % (c["set"], c["b"], c["s_k"], c["h_q"], r["graph_us"], r["call_us"], host, c_only, al))
+        sweep = []
+        for P in [int(x) for x in args.parts.split(",") if x]:
+            data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"], num_sm_parts=P)
+            sweep.append("P%d:%.1f" % (P, bench.time_case(torch, fm, timer, c, data, args.kernel, False)["graph_us"]))
+        if sweep:
+            print("   parts sweep graph_us: " + " ".join(sweep))
         del data
 
 

@@ -159,13 +159,9 @@ FLASH_MLA_API flash_mla_status_t flash_mla_decode_workspace_size(int32_t batch, 
                                                                 int32_t num_sm_parts, size_t *bytes);
 
 /* GPU decode. Returns once enqueued on `stream`. The metadata must come from
- * flash_mla_get_metadata on the same cache_seqlens and num_sm_parts. It is not read-only: on small
- * steps the Hopper kernel merges its splits in the same launch and keeps a grid barrier in words 5
- * and 6 of row 0 (zero between calls, as flash_mla_get_metadata leaves them). So one metadata array
- * must not serve two decodes that run at the same time (on two streams); within a stream, and across
- * the layers of a step, it is reused freely. */
+ * flash_mla_get_metadata on the same cache_seqlens and num_sm_parts. */
 FLASH_MLA_API flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params,
-                                                 int32_t *tile_scheduler_metadata, int32_t num_sm_parts,
+                                                 const int32_t *tile_scheduler_metadata, int32_t num_sm_parts,
                                                  const int32_t *num_splits, void *workspace, size_t workspace_bytes,
                                                  struct CUstream_st *stream);
 

@@ -313,10 +313,9 @@ flash_mla_status_t flash_mla_get_metadata(const int32_t *cache_seqlens, int32_t 
 
 /* Weak fallbacks for a build without the Hopper kernel (decode_sm90.cu defines the real ones). */
 __attribute__((weak)) int fmla_hopper_built(void) { return 0; }
-__attribute__((weak)) flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream, int *merged) {
+__attribute__((weak)) flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {
   (void)p;
   (void)stream;
-  *merged = 0;
   return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE, "this build of libflash_mla has no Hopper kernel");
 }
 
@@ -341,7 +340,7 @@ flash_mla_status_t flash_mla_decode_workspace_size(int32_t batch, int32_t seqlen
   return FLASH_MLA_SUCCESS;
 }
 
-flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params, int32_t *tile_scheduler_metadata,
+flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params, const int32_t *tile_scheduler_metadata,
                                     int32_t num_sm_parts, const int32_t *num_splits, void *workspace, size_t workspace_bytes,
                                     struct CUstream_st *stream) {
   CHECK(fmla_validate_decode_params(params));
@@ -383,27 +382,23 @@ flash_mla_status_t flash_mla_decode(const flash_mla_decode_params_t *params, int
   k.cc_major = d->major;
   k.cc_minor = d->minor;
   k.device = (int32_t)(d - g_devices);
-  k.sm_count = d->sm_count;
-  k.fused = 0;
-  k.grid_sync = tile_scheduler_metadata + 5;
 
   const int is_hopper = d->major == 9 && d->minor == 0;
   flash_mla_status_t st;
-  int merged = 0;
   if (p->kernel == FLASH_MLA_KERNEL_HOPPER) {
     if (!fmla_hopper_built() || !is_hopper)
       return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
                             "kernel = FLASH_MLA_KERNEL_HOPPER needs a compute capability 9.0 device (this one is %d.%d)%s", d->major,
                             d->minor, fmla_hopper_built() ? "" : " and a library built with sm_90a");
-    st = fmla_launch_decode_hopper(&k, stream, &merged);
+    st = fmla_launch_decode_hopper(&k, stream);
   } else if (p->kernel == FLASH_MLA_KERNEL_AUTO && fmla_hopper_built() && is_hopper) {
-    st = fmla_launch_decode_hopper(&k, stream, &merged);
+    st = fmla_launch_decode_hopper(&k, stream);
     if (st == FLASH_MLA_ERROR_UNSUPPORTED_DEVICE) st = fmla_launch_decode_portable(&k, stream); /* shape it does not take */
   } else {
     st = fmla_launch_decode_portable(&k, stream);
   }
   if (st != FLASH_MLA_SUCCESS) return st;
-  if (!merged) CHECK(fmla_launch_combine(&k, stream)); /* the fused Hopper grid merged the splits itself */
+  CHECK(fmla_launch_combine(&k, stream));
   fmla_clear_error();
   return FLASH_MLA_SUCCESS;
 }

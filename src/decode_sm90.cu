@@ -105,7 +105,6 @@
 #include <atomic>
 
 #include "params.h"
-#include "combine_math.h"
 #include "ptx_sm90.cuh"
 
 #ifndef FMLA_SM90_DEBUG
@@ -119,18 +118,6 @@
 #endif
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
-#endif
-#ifndef FMLA_SM90_FUSED /* small steps: the decode grid merges its splits (no combine launch) */
-#define FMLA_SM90_FUSED 1
-#endif
-#ifndef FMLA_SM90_COOP /* launch the fused grid cooperatively (co-residency guaranteed by the driver) */
-#define FMLA_SM90_COOP 1
-#endif
-#ifndef FMLA_SM90_FUSED_TIMING /* dev only, wrong results: 1 skips the merge, 2 also the grid barrier */
-#define FMLA_SM90_FUSED_TIMING 0
-#endif
-#ifndef SM90_FUSED_MAX_ROWS /* ... when b * h_kv * rows is at most this (the combine's split-parallel regime) */
-#define SM90_FUSED_MAX_ROWS 512
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
@@ -832,162 +819,6 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   }
 }
 
-/* ======================================================================================
- * Fused merge (small steps: one launch per decode step, no combine kernel).
- *
- * Chosen by the launcher when the whole grid is resident at once (at most one CTA per SM, launched
- * cooperatively, so the spin below never waits for a CTA that cannot run) and the step is small
- * (b * h_kv * rows <= SM90_FUSED_MAX_ROWS, where the combine's launch costs more than its work).
- * After its last segment every CTA's consumer threads fence their o_accum / lse_accum / out stores
- * and meet at a grid barrier kept in metadata row 0, words 5 (arrivals) and 6 (generation):
- *   read gen (acquire); arrive (atom.acq_rel add 1); the last arrival resets the count to 0 and
- *   publishes gen + 1 (release); the others spin until gen moves (acquire).
- * The count is 0 again when the grid ends (whatever the grid size of the next call), and gen is
- * read before arriving, so consecutive calls on a stream never mix.
- * Then the merge, spread over every warp of the grid. A unit is (request, hk, row R, 128-column
- * chunk) of a request with more than one split; lane l owns columns chunk*128 + 4l .. +3. A group of
- * G warps takes a unit (G = 8 .. 1 as units grow: b = 1 has few units and up to 132 splits each),
- * warp gw of it merges splits gw, gw + G, ... online (running max, 16 splits' loads in flight per
- * lane), and the G partial sums meet in shared memory in a fixed order. The order never depends on
- * which CTA arrived last: bit-identical run to run. Loads are ld.global.cg (L2): the partials were
- * written by other SMs during this grid. The lse merge is fmla_merge_lse's, online.
- * ====================================================================================== */
-static __device__ __forceinline__ void sm90_grid_barrier(int *sync, int nctas) {
-  int *cnt = sync, *gen = sync + 1;
-  const int g0 = ld_acquire_gpu_s32(gen);
-  if (atom_add_acq_rel_gpu_s32(cnt, 1) == nctas - 1) {
-    st_relaxed_gpu_s32(cnt, 0);
-    st_release_gpu_s32(gen, (int)((unsigned)g0 + 1u));
-  } else {
-    while (ld_acquire_gpu_s32(gen) == g0) nanosleep_u32(32);
-  }
-}
-
-#define SM90_MERGE_BATCH 16 /* splits a warp loads at once (16 float4 + 16 lse per lane in flight) */
-
-/* One warp's share of a unit: splits k = gw, gw + G, ... (in that order), merged online around a
- * running max m: s = sum_k exp(lse_k - m), acc = sum_k exp(lse_k - m) O_k (lane's 4 columns).
- * Every split slot was written by the decode epilogue (zeros and -inf for a split without keys),
- * so the loads need no predicate beyond k < n and all SM90_MERGE_BATCH of them are in flight. */
-static __device__ __forceinline__ void sm90_merge_part(const float *lse_k, const float *o, int64_t ss, int n, int gw, int G,
-                                                       float &m, float &s, float4 &acc) {
-  m = -INFINITY;
-  s = 0.f;
-  acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int k0 = gw; k0 < n; k0 += SM90_MERGE_BATCH * G) {
-    float lv[SM90_MERGE_BATCH];
-    float4 v[SM90_MERGE_BATCH];
-#pragma unroll
-    for (int j = 0; j < SM90_MERGE_BATCH; ++j) {
-      const int k = k0 + j * G;
-      lv[j] = -INFINITY;
-      v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (k < n) {
-        lv[j] = __ldcg(lse_k + k * ss);
-        v[j] = __ldcg((const float4 *)(o + k * ss * FMLA_HEAD_DIM_V));
-      }
-    }
-    float mx = m;
-#pragma unroll
-    for (int j = 0; j < SM90_MERGE_BATCH; ++j) mx = fmaxf(mx, lv[j]);
-    if (mx == -INFINITY) continue; /* no key in any split so far (same in every lane) */
-    const float sc = expf(m - mx);  /* 0 while m is -inf */
-    s *= sc;
-    acc.x *= sc;
-    acc.y *= sc;
-    acc.z *= sc;
-    acc.w *= sc;
-#pragma unroll
-    for (int j = 0; j < SM90_MERGE_BATCH; ++j) {
-      const float w = expf(lv[j] - mx); /* 0 for -inf */
-      s += w;
-      acc.x += w * v[j].x;
-      acc.y += w * v[j].y;
-      acc.z += w * v[j].z;
-      acc.w += w * v[j].w;
-    }
-    m = mx;
-  }
-}
-
-/* The consumer threads of a CTA (kThreads of them, named barrier kBar), after their last segment.
- * `scratch`: shared memory no longer used by the decode (kThreads / 32 x 528 bytes). */
-template <int kFp16, int kThreads, int kBar>
-static __device__ __forceinline__ void sm90_fused_merge(const fmla_kernel_params &p, uint8_t *scratch) {
-  if (FMLA_SM90_FUSED_TIMING == 2) return;
-  __threadfence(); /* this thread's partial (or final) stores, before the CTA arrives */
-  bar_sync(kBar, kThreads);
-  const int nctas = gridDim.x * gridDim.y * gridDim.z;
-  if (threadIdx.x == 0) sm90_grid_barrier(p.grid_sync, nctas);
-  bar_sync(kBar, kThreads);
-  if (FMLA_SM90_FUSED_TIMING == 1) return;
-  constexpr int W = kThreads / 32;
-  const int cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int per_hk = p.rows * 4;
-  const int64_t per_req = (int64_t)p.num_heads_k * per_hk;
-  const int64_t units = (int64_t)p.batch * per_req;
-  /* G warps share a unit (splits strided over them), G = the largest power of two <= W with
-   * units * G <= all warps: few units (b = 1) get many warps, many units one warp each. */
-  int G = W;
-  while (G > 1 && units * G > (int64_t)nctas * W) G >>= 1;
-  const int group = warp / G, gw = warp - group * G, groups = W / G;
-  float4 *sacc = (float4 *)scratch;                      /* [W][32] */
-  float *sms = (float *)(scratch + W * 32 * sizeof(float4)); /* [W][2]: m, s */
-  const int64_t ss = (int64_t)p.num_heads_k * p.rows;   /* lse_accum elements per slot */
-  for (int64_t u = (int64_t)group * nctas + cta; u < units; u += (int64_t)nctas * groups) {
-    const int req = (int)(u / per_req);
-    const int64_t r1 = u - (int64_t)req * per_req;
-    const int hk = (int)(r1 / per_hk);
-    const int r2 = (int)(r1 - (int64_t)hk * per_hk);
-    const int R = r2 >> 2, chunk = r2 & 3;
-    const int slot0 = p.num_splits[req], n = p.num_splits[req + 1] - slot0;
-    if (n <= 1) continue; /* written by the decode epilogue (the same for the whole group) */
-    const int64_t row0 = (int64_t)slot0 * ss + (int64_t)hk * p.rows + R;
-    float m, s;
-    float4 acc;
-    sm90_merge_part(p.lse_accum + row0, p.o_accum + row0 * FMLA_HEAD_DIM_V + chunk * 128 + lane * 4, ss, n, gw, G, m, s, acc);
-    if (G > 1) { /* the group's partial sums meet in warp gw = 0, in the order gw = 0, 1, ... */
-      const uint32_t gbar = 4 + group, gthreads = 32 * G; /* ids 4..7: free after the decode */
-      sacc[warp * 32 + lane] = acc;
-      if (lane == 0) {
-        sms[2 * warp] = m;
-        sms[2 * warp + 1] = s;
-      }
-      bar_sync(gbar, gthreads);
-      if (gw == 0) {
-        float M = -INFINITY;
-        for (int g = 0; g < G; ++g) M = fmaxf(M, sms[2 * (warp + g)]);
-        float S = 0.f;
-        float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (M != -INFINITY) {
-          for (int g = 0; g < G; ++g) {
-            const float f = expf(sms[2 * (warp + g)] - M); /* 0 for a warp that saw no key */
-            const float4 a = sacc[(warp + g) * 32 + lane];
-            S += f * sms[2 * (warp + g) + 1];
-            A.x += f * a.x;
-            A.y += f * a.y;
-            A.z += f * a.z;
-            A.w += f * a.w;
-          }
-        }
-        m = M;
-        s = S;
-        acc = A;
-      }
-      bar_sync(gbar, gthreads); /* sacc / sms are rewritten by the next unit */
-    }
-    if (gw == 0) {
-      const float inv = s > 0.f ? 1.f / s : 0.f;
-      const int t = R / p.ngroups, h = hk * p.ngroups + (R - t * p.ngroups);
-      char *op = (char *)p.out + ((int64_t)req * p.out_batch_stride + (int64_t)t * p.out_seq_stride +
-                                  (int64_t)h * p.out_head_stride + chunk * 128 + lane * 4) * 2;
-      *(uint2 *)op = make_uint2(sm90_pack2(acc.x * inv, acc.y * inv, kFp16), sm90_pack2(acc.z * inv, acc.w * inv, kFp16));
-      if (lane == 0 && chunk == 0) p.lse[((int64_t)req * p.num_heads_q + h) * p.seqlen_q + t] = s > 0.f ? m + logf(s) : INFINITY;
-    }
-  }
-}
-
 #endif /* FMLA_SM90_DEVICE */
 
 template <int kFp16>
@@ -1024,7 +855,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   } else {
     setmaxnreg_inc<232>();
     sm90_consumer<kFp16>(p, smem);
-    if (p.fused) sm90_fused_merge<kFp16, SM90_CONSUMER_THREADS, SM90_BAR_CONSUMERS>(p, smem + SM90_OFF_K);
   }
 #endif
 }
@@ -1360,7 +1190,6 @@ __global__ void __launch_bounds__(NW_THREADS, 1)
     if (threadIdx.x == NW_CONSUMERS) nw_producer<kN>(p, &tmap_k, smem);
   } else {
     nw_consumer<kFp16, kN>(p, smem);
-    if (p.fused) sm90_fused_merge<kFp16, NW_CONSUMERS, NW_BAR_CONSUMERS>(p, smem + LY::off_k);
   }
 #endif
 }
@@ -1447,21 +1276,6 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
   return FLASH_MLA_SUCCESS;
 }
 
-/* PDL (overlap our prologue with the previous kernel) and, for the fused merge, a cooperative
- * launch: the driver then guarantees that every CTA is resident at once (or fails the launch). */
-static void sm90_launch_attrs(const fmla_kernel_params *p, cudaLaunchConfig_t *cfg) {
-  cudaLaunchAttribute *attr = cfg->attrs;
-  cfg->numAttrs = 0;
-  if (FMLA_SM90_PDL) {
-    attr[cfg->numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[cfg->numAttrs++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (p->fused && FMLA_SM90_COOP) {
-    attr[cfg->numAttrs].id = cudaLaunchAttributeCooperative;
-    attr[cfg->numAttrs++].val.cooperative = 1;
-  }
-}
-
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0}; /* one bit per device: smem attribute applied */
@@ -1479,9 +1293,11 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   cfg.blockDim = dim3(SM90_THREADS, 1, 1);
   cfg.dynamicSmemBytes = SM90_SMEM_BYTES;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  sm90_launch_attrs(p, &cfg);
+  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, fmla_decode_sm90_kernel<kFp16>, *p, *map);
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper kernel launch failed: %s", cudaGetErrorString(e));
@@ -1506,9 +1322,11 @@ static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorM
   cfg.blockDim = dim3(NW_THREADS, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  sm90_launch_attrs(p, &cfg);
+  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, fmla_decode_sm90_narrow_kernel<kFp16, kN>, *p, *map);
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper narrow kernel launch failed: %s",
@@ -1516,15 +1334,7 @@ static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorM
   return FLASH_MLA_SUCCESS;
 }
 
-static flash_mla_status_t sm90_dispatch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t st) {
-  const int fp16 = p->dtype == FLASH_MLA_DTYPE_FP16;
-  if (FMLA_SM90_NARROW && p->rows <= 16) return fp16 ? nw_launch<1, 16>(p, map, device, st) : nw_launch<0, 16>(p, map, device, st);
-  if (FMLA_SM90_NARROW && p->rows <= 32) return fp16 ? nw_launch<1, 32>(p, map, device, st) : nw_launch<0, 32>(p, map, device, st);
-  return fp16 ? sm90_launch<1>(p, map, device, st) : sm90_launch<0>(p, map, device, st);
-}
-
-extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream, int *merged) {
-  *merged = 0;
+extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {
   int device = 0;
   flash_mla_status_t st = sm90_check(p, &device);
   if (st != FLASH_MLA_SUCCESS) return st;
@@ -1548,23 +1358,13 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
     cache.valid = 1;
   }
   const CUtensorMap map = cache.map;
-  /* Fused merge: the grid (one CTA per SM at most: every variant uses > 114 KB of shared memory)
-   * must fit on the GPU at once, and the step must be small (see "Fused merge" above). */
-  const int narrow = FMLA_SM90_NARROW && p->rows <= 32;
-  const int64_t ctas = (int64_t)(narrow ? 1 : p->num_m_blocks) * p->num_heads_k * p->num_sm_parts;
-  fmla_kernel_params kp = *p;
-  kp.fused = FMLA_SM90_FUSED && p->grid_sync != NULL && ctas <= p->sm_count &&
-             (int64_t)p->batch * p->num_heads_k * p->rows <= SM90_FUSED_MAX_ROWS;
-  for (;;) {
-    st = sm90_dispatch(&kp, &map, device, (cudaStream_t)stream);
-    if (st == FLASH_MLA_SUCCESS || !kp.fused) break;
-    /* A cooperative launch can be refused where the GPU is shared (MPS, green contexts): clear
-     * the error and launch the plain grid, with the combine kernel after it. */
-    (void)cudaGetLastError();
-    kp.fused = 0;
-  }
-  *merged = st == FLASH_MLA_SUCCESS && kp.fused;
-  return st;
+  const int fp16 = p->dtype == FLASH_MLA_DTYPE_FP16;
+  cudaStream_t st_ = (cudaStream_t)stream;
+  if (FMLA_SM90_NARROW && p->rows <= 16)
+    return fp16 ? nw_launch<1, 16>(p, &map, device, st_) : nw_launch<0, 16>(p, &map, device, st_);
+  if (FMLA_SM90_NARROW && p->rows <= 32)
+    return fp16 ? nw_launch<1, 32>(p, &map, device, st_) : nw_launch<0, 32>(p, &map, device, st_);
+  return fp16 ? sm90_launch<1>(p, &map, device, st_) : sm90_launch<0>(p, &map, device, st_);
 }
 
 extern "C" int fmla_hopper_built(void) { return 1; }

@@ -19,9 +19,7 @@
  *   [2] end_req     last request of the part (inclusive)
  *   [3] end_block   one past the last n-block in end_req
  *   [4] begin_split split index, within begin_req, of the part's first segment
- *   [5..7] 0; row 0's [5] and [6] are the grid barrier of the Hopper kernels' fused merge (arrival
- *          count and generation, see decode_sm90.cu): the count is back to 0 when a decode ends,
- *          the generation only grows. The metadata kernel writes them 0.
+ *   [5..7] 0
  * Requests strictly between begin_req and end_req are covered whole by the part. A segment is
  * (request i, n-block range [lo, hi)); its split index is begin_split for begin_req and 0 for the
  * others. num_splits [b + 1] is the prefix sum of splits per request (num_splits[0] = 0).
@@ -85,9 +83,6 @@ typedef struct fmla_kernel_params {
   int32_t cc_major;           /* compute capability of the device (PDL needs 9+) */
   int32_t cc_minor;
   int32_t device;             /* the current device the launch goes to (api.c already asked) */
-  int32_t sm_count;           /* its SM count */
-  int32_t fused;              /* set by the Hopper launcher: the decode grid merges the splits itself */
-  int32_t *grid_sync;         /* meta row 0 + 5: [0] arrivals, [1] generation (fused merge) */
 } fmla_kernel_params;
 
 #ifdef __cplusplus
@@ -113,8 +108,7 @@ void fmla_fill_kernel_params(const flash_mla_decode_params_t *p, fmla_kernel_par
 flash_mla_status_t fmla_launch_metadata(const int32_t *cache_seqlens, int32_t batch, int32_t num_sm_parts,
                                         int32_t *meta, int32_t *num_splits, void *stream);
 flash_mla_status_t fmla_launch_decode_portable(const fmla_kernel_params *p, void *stream);
-/* *merged = 1 when the launched grid also merged the splits (no combine launch needed). */
-flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream, int *merged);
+flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream);
 flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, void *stream);
 /* 1 when the library was built with the sm_90a kernel. */
 int fmla_hopper_built(void);

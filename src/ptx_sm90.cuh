@@ -167,37 +167,6 @@ static __device__ __forceinline__ void griddepcontrol_launch_dependents(void) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 
-/* ---- grid barrier of the fused merge (9.7.9.x ld / st / atom with .sem and .scope, and the
- * memory consistency model's release/acquire patterns). One thread per CTA uses them. ---- */
-
-/* ld.acquire.gpu: later accesses of this thread are ordered after the load. */
-static __device__ __forceinline__ int ld_acquire_gpu_s32(const int *p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/* atom.acq_rel.gpu.add: returns the old value; releases this thread's (and, through the CTA
- * barrier before it, the CTA's fenced) writes and acquires those of earlier arrivals. */
-static __device__ __forceinline__ int atom_add_acq_rel_gpu_s32(int *p, int v) {
-  int old;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
-}
-
-static __device__ __forceinline__ void st_relaxed_gpu_s32(int *p, int v) {
-  asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-/* st.release.gpu: earlier accesses of this thread (and what it acquired) are visible to a thread
- * whose ld.acquire reads this value. */
-static __device__ __forceinline__ void st_release_gpu_s32(int *p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-/* 9.7.13.x nanosleep: back off while spinning (the SM's other warps get the issue slots). */
-static __device__ __forceinline__ void nanosleep_u32(uint32_t ns) { asm volatile("nanosleep.u32 %0;" ::"r"(ns)); }
-
 /* 9.7.18.1 setmaxnreg: move registers between warpgroups. Every warp of the warpgroup executes it;
  * the kernel needs a known entry count (__launch_bounds__) or ptxas ignores it (C7508). */
 template <int N>

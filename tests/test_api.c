@@ -391,7 +391,7 @@ static void run_decode_args(void) {
   const flash_mla_decode_params_t p = valid_params();
   struct {
     const char *name;
-    int32_t *meta;
+    const int32_t *meta;
     int32_t parts;
     const int32_t *ns;
     void *ws;
@@ -405,7 +405,7 @@ static void run_decode_args(void) {
       {"num_sm_parts 0", g_meta, 0, g_ns, g_ws, g_ws_bytes, FLASH_MLA_ERROR_INVALID_SHAPE, "num_sm_parts"},
       {"num_sm_parts -1", g_meta, -1, g_ns, g_ws, g_ws_bytes, FLASH_MLA_ERROR_INVALID_SHAPE, "num_sm_parts"},
       {"num_sm_parts MAX+1", g_meta, FMLA_MAX_SM_PARTS + 1, g_ns, g_ws, g_ws_bytes, FLASH_MLA_ERROR_INVALID_SHAPE, "num_sm_parts"},
-      {"tile_scheduler_metadata + 2 bytes", (int32_t *)((char *)g_meta + 2), PARTS, g_ns, g_ws, g_ws_bytes,
+      {"tile_scheduler_metadata + 2 bytes", (const int32_t *)((const char *)g_meta + 2), PARTS, g_ns, g_ws, g_ws_bytes,
        FLASH_MLA_ERROR_MISALIGNED, "tile_scheduler_metadata"},
       {"num_splits + 1 byte", g_meta, PARTS, (const int32_t *)((const char *)g_ns + 1), g_ws, g_ws_bytes, FLASH_MLA_ERROR_MISALIGNED,
        "num_splits"},

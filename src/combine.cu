@@ -12,26 +12,22 @@
  * Requests with one split were written by the decode kernel; their CTAs return at once.
  *
  * Two kernels, picked by the launcher from the total row count b * h_kv * rows (host-known):
- *  - few rows (<= CMB_SPLITS_MAX_ROWS), fmla_combine_units_kernel: a unit is (request, hk, row,
- *    128-column chunk), lane l of a warp owns its columns 4l .. 4l+3. G warps share a unit (G = 1..8,
- *    from the launcher's estimate of the split count, parts / b + 1, so each warp gets ~16 splits):
- *    warp gw merges splits gw, gw + G, ... online (running max; 16 splits' lse and float4 loads in
- *    flight per lane), and the G partial sums meet in shared memory in a fixed order. 1-D grid of
- *    ceil(units / (8 / G)) CTAs of 256 threads. With b = 1..8 and 100+ splits the merge is
- *    latency-bound: the number of dependent L2 round trips per warp is what counts (the old
- *    split-parallel kernel did three passes over the lse values and one load per split at a time).
+ *  - few rows (<= CMB_SPLITS_MAX_ROWS), fmla_combine_splits_kernel: grid (batch, h_kv,
+ *    min(rows * 4, 65535)), 256 threads, 8.2 KB smem; z indexes (row, 128-column chunk). A CTA
+ *    reduces the row's nsplits lse values (thread-strided), then warp w accumulates splits w, w+8, ...
+ *    of its 128 columns (lane: one float4) and the 8 partial sums meet in shared memory. With b = 1..8
+ *    and 100+ splits the merge is latency-bound, and spreading a row over 4 CTAs and 8 warps keeps
+ *    many loads in flight (b = 1, s_k = 32K: 63 -> 24 us for the whole decode step on an H200).
  *  - many rows, fmla_combine_rows_kernel: grid (batch, h_kv, min(ceil(rows / 8), 65535)), 256
  *    threads, no smem; warp w of a CTA merges row 8z + w whole: lanes reduce the lse values with
  *    shuffles, then each lane accumulates columns 4*lane + 128u .. +3 (u = 0..3) of every split.
  *    With thousands of rows this has enough parallelism, and the other kernel's tens of thousands of
  *    mostly idle CTAs cost up to 19% of a b = 128 step.
- * Rows kernel: batch sits in grid x so any batch size fits; z loops past 65535; a split whose
- * weight is exactly 0 is not read. Units kernel: the 1-D grid loops past 2^31 - 1 CTAs; it loads
- * every split slot (the decode kernels write each one, zeros and -inf when the split saw no key).
+ * Batch sits in grid x so any batch size fits; z loops past 65535. A split whose weight is exactly
+ * 0 is not read.
  *
- * The lse merge is combine_math.h's fmla_merge_lse: in the rows kernel the same max, expf terms and
- * logf summed in a tree; in the units kernel evaluated online (rescaled running sums), which differs
- * from it in the last bits only. Both are deterministic (no atomics, fixed orders).
+ * The lse merge is combine_math.h's fmla_merge_lse evaluated in parallel: the same max, the same
+ * expf terms and logf, summed in a tree instead of left to right (last-bit differences only).
  *
  * Build and check just this file (no GPU needed):
  *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_80,code=sm_80 \
@@ -54,6 +50,7 @@
  * rows the split-parallel kernel was 1.1-2.6x faster (b = 1..8, 100+ splits), with >= 1024 rows up
  * to 1.19x slower (tens of thousands of mostly idle CTAs); 512 was a draw. */
 #define CMB_SPLITS_MAX_ROWS 512
+#define CMB_WCHUNK 1024 /* split weights staged in shared memory at a time (4 KB) */
 
 template <int IS_FP16>
 static __device__ __forceinline__ uint32_t cmb_pack2(float lo, float hi) {
@@ -80,133 +77,84 @@ static __device__ __forceinline__ float cmb_block_reduce(float v, float *red) {
 /* Both kernels start here. Launched with programmatic dependent launch on sm_90, a CTA may start
  * while the decode kernel drains: wait for it (and for its writes to o_accum / lse_accum to be
  * visible) before any read. Returns request req's split count; *slot0 = its first slot. */
-static __device__ __forceinline__ void cmb_wait(void) {
+static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, int req, int *slot0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-}
-static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, int req, int *slot0) {
-  cmb_wait();
   *slot0 = __ldg(p.num_splits + req);
   return __ldg(p.num_splits + req + 1) - *slot0;
 }
 
-/* Few rows: a group of G warps per unit (row, 128-column chunk), the splits strided over them.
- * Warp gw of the group merges splits gw, gw + G, ... online around a running max m (s = sum
- * exp(lse_k - m), acc = sum exp(lse_k - m) O_k over the lane's 4 columns), CMB_BATCH splits' loads
- * in flight per lane: every split slot was written by the decode kernel (zeros and -inf for a split
- * without keys), so the loads need no predicate beyond k < n. The G partial sums then meet in shared
- * memory in the order gw = 0, 1, ...: the result does not depend on timing. */
-#define CMB_BATCH 16
-static __device__ __forceinline__ void cmb_merge_part(const float *lse_k, const float *o, int64_t ss, int n, int gw, int G,
-                                                      float &m, float &s, float4 &acc) {
-  m = -INFINITY;
-  s = 0.f;
-  acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int k0 = gw; k0 < n; k0 += CMB_BATCH * G) {
-    float lv[CMB_BATCH];
-    float4 v[CMB_BATCH];
-#pragma unroll
-    for (int j = 0; j < CMB_BATCH; ++j) {
-      const int k = k0 + j * G;
-      lv[j] = -INFINITY;
-      v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (k < n) {
-        lv[j] = lse_k[k * ss];
-        v[j] = *(const float4 *)(o + k * ss * FMLA_HEAD_DIM_V);
-      }
-    }
-    float mx = m;
-#pragma unroll
-    for (int j = 0; j < CMB_BATCH; ++j) mx = fmaxf(mx, lv[j]);
-    if (mx == -INFINITY) continue; /* no key in any split so far (the same in every lane) */
-    const float sc = expf(m - mx);  /* 0 while m is -inf */
-    s *= sc;
-    acc.x *= sc;
-    acc.y *= sc;
-    acc.z *= sc;
-    acc.w *= sc;
-#pragma unroll
-    for (int j = 0; j < CMB_BATCH; ++j) {
-      const float w = expf(lv[j] - mx); /* 0 for -inf */
-      s += w;
-      acc.x += w * v[j].x;
-      acc.y += w * v[j].y;
-      acc.z += w * v[j].z;
-      acc.w += w * v[j].w;
-    }
-    m = mx;
-  }
-}
-
+/* Few rows: a CTA per (row, 128-column chunk), the splits spread over its 8 warps. */
 template <int IS_FP16>
-__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_units_kernel(const __grid_constant__ fmla_kernel_params p, int G) {
-  cmb_wait();
-  __shared__ float4 sacc[CMB_WARPS][32];
-  __shared__ float sms[CMB_WARPS][2];
+__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const __grid_constant__ fmla_kernel_params p) {
+  const int req = blockIdx.x, hk = blockIdx.y;
+  int slot0;
+  const int nsplits = cmb_prologue(p, req, &slot0);
+  if (nsplits <= 1) return; /* written directly by the decode kernel (uniform: the whole CTA leaves) */
+
+  __shared__ float red[CMB_WARPS];
+  __shared__ float4 part[CMB_WARPS][32];
+  __shared__ float wts[CMB_WCHUNK];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int group = warp / G, gw = warp - group * G, groups = CMB_WARPS / G;
-  const int per_hk = p.rows * CMB_CHUNKS;
-  const int64_t per_req = (int64_t)p.num_heads_k * per_hk;
-  const int64_t units = (int64_t)p.batch * per_req;
-  const int64_t nct = (units + groups - 1) / groups;
-  const int64_t ss = (int64_t)p.num_heads_k * p.rows; /* lse_accum elements per slot */
-  for (int64_t c = blockIdx.x; c < nct; c += gridDim.x) { /* same trip count in every warp */
-    const int64_t u = c * groups + group;
-    int req = 0, hk = 0, R = 0, chunk = 0, n = 0;
-    float m = -INFINITY, s = 0.f;
+  const int rows = p.rows, ngroups = p.ngroups;
+  const int64_t slot_stride = (int64_t)p.num_heads_k * rows; /* lse_accum elements per slot */
+  const int64_t units = (int64_t)rows * CMB_CHUNKS;
+
+  for (int64_t z = blockIdx.z; z < units; z += gridDim.z) {
+    const int R = (int)(z / CMB_CHUNKS), chunk = (int)(z - (int64_t)R * CMB_CHUNKS);
+    const int64_t row0 = (int64_t)slot0 * slot_stride + (int64_t)hk * rows + R; /* split 0 of this row */
+    const float *lse_k = p.lse_accum + row0;                                  /* split k: + k * slot_stride */
+
+    /* merged lse, as fmla_merge_lse (same max, expf and logf; summed in a tree) */
+    float m = -INFINITY;
+    for (int k = threadIdx.x; k < nsplits; k += CMB_THREADS) m = fmaxf(m, lse_k[k * slot_stride]);
+    m = cmb_block_reduce<1>(m, red);
+    float lse = INFINITY;
+    if (m != -INFINITY) {
+      float s = 0.f;
+      for (int k = threadIdx.x; k < nsplits; k += CMB_THREADS) s += expf(lse_k[k * slot_stride] - m);
+      lse = m + logf(cmb_block_reduce<0>(s, red));
+    }
+
+    /* warp w sums splits w, w + 8, ...; lane owns columns 128 * chunk + 4 * lane .. +3. The split
+     * weights go to shared memory first (CMB_WCHUNK at a time), so the o_accum loads of a warp do
+     * not wait on an lse load each and many are in flight; every CTA of the row works in parallel. */
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (u < units) {
-      req = (int)(u / per_req);
-      const int64_t r1 = u - (int64_t)req * per_req;
-      hk = (int)(r1 / per_hk);
-      const int r2 = (int)(r1 - (int64_t)hk * per_hk);
-      R = r2 / CMB_CHUNKS;
-      chunk = r2 - R * CMB_CHUNKS;
-      const int slot0 = __ldg(p.num_splits + req);
-      n = __ldg(p.num_splits + req + 1) - slot0; /* <= 1: written by the decode kernel */
-      if (n > 1) {
-        const int64_t row0 = (int64_t)slot0 * ss + (int64_t)hk * p.rows + R;
-        cmb_merge_part(p.lse_accum + row0, p.o_accum + row0 * FMLA_HEAD_DIM_V + chunk * 128 + lane * 4, ss, n, gw, G, m, s, acc);
-      }
-    }
-    if (G > 1) {
-      sacc[warp][lane] = acc;
-      if (lane == 0) {
-        sms[warp][0] = m;
-        sms[warp][1] = s;
-      }
+    const float *o_col = p.o_accum + row0 * FMLA_HEAD_DIM_V + chunk * 128 + lane * 4;
+    for (int kb = 0; kb < nsplits; kb += CMB_WCHUNK) {
+      const int kn = nsplits - kb < CMB_WCHUNK ? nsplits - kb : CMB_WCHUNK;
+      for (int k = threadIdx.x; k < kn; k += CMB_THREADS) wts[k] = fmla_merge_weight(lse_k[(int64_t)(kb + k) * slot_stride], lse);
       __syncthreads();
-      if (gw == 0 && n > 1) {
-        float M = -INFINITY;
-        for (int g = 0; g < G; ++g) M = fmaxf(M, sms[warp + g][0]);
-        float S = 0.f;
-        float4 A = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (M != -INFINITY) {
-          for (int g = 0; g < G; ++g) {
-            const float f = expf(sms[warp + g][0] - M); /* 0 for a warp that saw no key */
-            const float4 a = sacc[warp + g][lane];
-            S += f * sms[warp + g][1];
-            A.x += f * a.x;
-            A.y += f * a.y;
-            A.z += f * a.z;
-            A.w += f * a.w;
-          }
-        }
-        m = M;
-        s = S;
-        acc = A;
+#pragma unroll 8
+      for (int k = warp; k < kn; k += CMB_WARPS) {
+        const float w = wts[k]; /* same value in every lane */
+        if (w == 0.f) continue;
+        const float4 v = *(const float4 *)(o_col + (int64_t)(kb + k) * slot_stride * FMLA_HEAD_DIM_V);
+        acc.x += w * v.x;
+        acc.y += w * v.y;
+        acc.z += w * v.z;
+        acc.w += w * v.w;
       }
-      __syncthreads(); /* sacc / sms are rewritten by the next round */
+      __syncthreads(); /* wts is refilled by the next chunk */
     }
-    if (gw == 0 && n > 1) {
-      const float inv = s > 0.f ? 1.f / s : 0.f;
-      const int t = R / p.ngroups, h = hk * p.ngroups + (R - t * p.ngroups);
+    part[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      for (int w = 1; w < CMB_WARPS; ++w) {
+        const float4 v = part[w][lane];
+        acc.x += v.x;
+        acc.y += v.y;
+        acc.z += v.z;
+        acc.w += v.w;
+      }
+      const int t = R / ngroups, h = hk * ngroups + (R - t * ngroups);
       char *op = (char *)p.out + ((int64_t)req * p.out_batch_stride + (int64_t)t * p.out_seq_stride +
                                   (int64_t)h * p.out_head_stride + chunk * 128 + lane * 4) * 2;
-      *(uint2 *)op = make_uint2(cmb_pack2<IS_FP16>(acc.x * inv, acc.y * inv), cmb_pack2<IS_FP16>(acc.z * inv, acc.w * inv));
-      if (lane == 0 && chunk == 0) p.lse[((int64_t)req * p.num_heads_q + h) * p.seqlen_q + t] = s > 0.f ? m + logf(s) : INFINITY;
+      *(uint2 *)op = make_uint2(cmb_pack2<IS_FP16>(acc.x, acc.y), cmb_pack2<IS_FP16>(acc.z, acc.w));
+      if (lane == 0 && chunk == 0) p.lse[((int64_t)req * p.num_heads_q + h) * p.seqlen_q + t] = lse;
     }
+    __syncthreads(); /* part is reused by the next unit */
   }
 }
 
@@ -276,23 +224,10 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
   if (p->batch < 1 || p->num_heads_k < 1 || p->num_heads_k > 65535 || p->rows < 1)
     return fmla_set_error(FLASH_MLA_ERROR_INVALID_SHAPE, "combine: grid (batch %d, num_heads_k %d, rows %d) out of range",
                           p->batch, p->num_heads_k, p->rows);
-  const int64_t rows_total = (int64_t)p->batch * p->num_heads_k * p->rows;
-  const int by_units = rows_total <= CMB_SPLITS_MAX_ROWS;
-  /* Units kernel: G warps per unit, enough that each merges at most ~CMB_BATCH splits of a
-   * request with the average split count (parts / batch + 1; the launcher cannot read num_splits). */
-  int G = 1;
-  const int64_t est_splits = (int64_t)p->num_sm_parts / p->batch + 1;
-  while (G < CMB_WARPS && (int64_t)G * CMB_BATCH < est_splits) G <<= 1;
-  dim3 grid;
-  if (by_units) {
-    int64_t ctas = (rows_total * CMB_CHUNKS + CMB_WARPS / G - 1) / (CMB_WARPS / G);
-    if (ctas > 0x7fffffff) ctas = 0x7fffffff; /* the kernel loops over the rest */
-    grid = dim3((unsigned)ctas, 1, 1);
-  } else {
-    int64_t units = ((int64_t)p->rows + CMB_WARPS - 1) / CMB_WARPS;
-    if (units > 65535) units = 65535; /* the kernel loops over the rest */
-    grid = dim3((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)units);
-  }
+  const int by_splits = (int64_t)p->batch * p->num_heads_k * p->rows <= CMB_SPLITS_MAX_ROWS;
+  int64_t units = by_splits ? (int64_t)p->rows * CMB_CHUNKS : ((int64_t)p->rows + CMB_WARPS - 1) / CMB_WARPS;
+  if (units > 65535) units = 65535; /* the kernels loop over the rest */
+  const dim3 grid((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)units);
   /* PDL (sm_90+): the combine grid is launched while the decode grid finishes, hiding the launch
    * gap that dominates small decode steps; the kernel's griddepcontrol.wait keeps it correct. */
   cudaLaunchConfig_t cfg = {};
@@ -306,9 +241,9 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
   cfg.attrs = attr;
   cfg.numAttrs = p->cc_major >= 9 ? 1 : 0;
   cudaError_t e;
-  if (by_units)
-    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_units_kernel<1>, *p, G)
-                                         : cudaLaunchKernelEx(&cfg, fmla_combine_units_kernel<0>, *p, G);
+  if (by_splits)
+    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<1>, *p)
+                                         : cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<0>, *p);
   else
     e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<1>, *p)
                                          : cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<0>, *p);

@@ -7,6 +7,7 @@ For the latency cases (and tp b=8) it prints, in one run:
   c_us       the same for the bare ctypes call (arguments packed once), i.e. the C library alone
   alloc_us   the three torch allocations of a call (out, lse, workspace)
   call_us    bench.py's call_us (events around one eager call)
+  --ws-ab          host_us with flash_mla.interface's workspace cache on and off, alternated
   --parts 4,8,...  also graph_us of each case with the metadata split into that many parts
                    (the split count a fixed per-split cost makes worth it, with the combine)
 Usage: PYTHONPATH=python python3 dev/latency_probe.py [--kernel hopper] [--sets latency,tp] [--parts ...]
@@ -41,6 +42,7 @@ def main():
     ap.add_argument("--kernel", default="hopper")
     ap.add_argument("--sets", default="latency,tp")
     ap.add_argument("--parts", default="")
+    ap.add_argument("--ws-ab", action="store_true", help="host_us with the workspace cache on / off, alternated")
     args = ap.parse_args()
     import torch
 
@@ -87,6 +89,15 @@ def main():
 
         al = host_loop_us(torch, alloc)
         print("%-8s %3d %6d %4d | %8.1f %8.1f %8.1f %8.1f %8.1f" % (c["set"], c["b"], c["s_k"], c["h_q"], r["graph_us"], r["call_us"], host, c_only, al))
+        if args.ws_ab:
+            on, off = [], []
+            for _ in range(4):
+                interface.WORKSPACE_CACHE_MAX_BYTES = 32 << 20
+                on.append(host_loop_us(torch, call))
+                interface.WORKSPACE_CACHE_MAX_BYTES = 0
+                off.append(host_loop_us(torch, call))
+            interface.WORKSPACE_CACHE_MAX_BYTES = 32 << 20
+            print("   workspace cache host_us on %.1f off %.1f (medians of 4 alternated)" % (statistics.median(on), statistics.median(off)))
         sweep = []
         for P in [int(x) for x in args.parts.split(",") if x]:
             data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"], num_sm_parts=P)

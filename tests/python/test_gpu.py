@@ -505,6 +505,44 @@ def test_deterministic(kernel):
 
 
 @cuda_only
+def test_workspace_reuse_across_shapes_and_streams(kernel):
+    """The per-(device, stream) workspace cache: calls that need more, then less, then more
+    workspace, and two streams running at the same time, all match the reference."""
+    from flash_mla import interface
+
+    cases = []
+    for seed, (b, s_k, h_q) in enumerate([(2, 3000, 16), (1, 700, 128), (5, 2000, 64)]):
+        gen = torch.Generator(device=DEV).manual_seed(40 + seed)
+        lens = gen_lens(b, s_k, 1, True, seed=40 + seed)
+        pool = Pool(lens, 64, 1, torch.bfloat16, gen)
+        q = torch.randn(b, 1, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        meta = flash_mla.get_mla_metadata(pool.L, h_q, 1)
+        ref = reference(q, pool.kv, pool.block_table, lens, pool.L, False, D ** -0.5)
+        cases.append((q, pool, meta, ref))
+
+    def run(c):
+        q, pool, meta, _ = c
+        return flash_mla.flash_mla_with_kvcache(q, pool.kv, pool.block_table, pool.L, DV, *meta, kernel=kernel)
+
+    for c in cases + cases[::-1]:  # sizes up and down on one stream
+        o, l = run(c)
+        ok, detail = compare(o, l, *c[3])
+        assert ok, detail
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    outs = []
+    for rep in range(3):  # two streams in flight at once, each with its own workspace
+        for s, c in zip(streams, cases[:2]):
+            with torch.cuda.stream(s):
+                outs.append((run(c), c))
+    torch.cuda.synchronize()
+    for (o, l), c in outs:
+        ok, detail = compare(o, l, *c[3])
+        assert ok, detail
+    keys = [k for k in interface._ws_tensors if k[1] in (streams[0].cuda_stream, streams[1].cuda_stream)]
+    assert len(keys) == 2, "expected one cached workspace per stream, got %s" % keys
+
+
+@cuda_only
 @pytest.mark.parametrize("b", [1, 2, 1000, 65536])
 def test_metadata_gpu_equals_host(b):
     rng = torch.Generator().manual_seed(b)

@@ -131,7 +131,16 @@ def measure_ceilings(torch, timer):
     gemm_us = timer.median_us([lambda: torch.matmul(a, b)], warmup=3, iters=10)
     a = b = None
     torch.cuda.empty_cache()
-    return {"copy_GBps": round(2 * nbytes / copy_us / 1e3, 1), "bf16_gemm_TFLOPs": round(2 * n ** 3 / gemm_us / 1e6, 1)}
+    # The floor of the timing method itself: a graph holding one trivial kernel, timed like a case
+    # (events around one replay, median of 30). No call can time below it.
+    x = torch.zeros(1, device=DEVICE)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        x.add_(1)
+    floor_us = timer.median_us([g.replay])
+    del g
+    return {"copy_GBps": round(2 * nbytes / copy_us / 1e3, 1), "bf16_gemm_TFLOPs": round(2 * n ** 3 / gemm_us / 1e6, 1),
+            "graph_floor_us": round(floor_us, 1)}
 
 
 def available_kernels(torch, fm, dtype):
@@ -256,7 +265,8 @@ def main(argv=None):
         print("note: kernel %s unavailable: %s" % (k, msg))
 
     ceil = measure_ceilings(torch, timer)
-    print("ceilings (same run): copy %.0f GB/s, bf16 GEMM %.0f TFLOPS" % (ceil["copy_GBps"], ceil["bf16_gemm_TFLOPs"]))
+    print("ceilings (same run): copy %.0f GB/s, bf16 GEMM %.0f TFLOPS, graph floor (one empty kernel) %.1f us"
+          % (ceil["copy_GBps"], ceil["bf16_gemm_TFLOPs"], ceil["graph_floor_us"]))
     if anchor:
         print("anchor: %s (%s), ceilings %s" % (args.compare, anchor.get("device"), anchor.get("ceilings_same_run")))
 

@@ -16,9 +16,11 @@ def main(res_path, anchor_path=None):
     res = json.load(open(res_path))
     anchor = {key(c): c for c in json.load(open(anchor_path))["cases"]} if anchor_path else {}
     ceil = res["ceilings_same_run"]
-    print("Card: **%s**; ceilings measured in the same run: copy %.0f GB/s, bf16 GEMM %.0f TFLOPS. "
+    floor = ceil.get("graph_floor_us")
+    print("Card: **%s**; ceilings measured in the same run: copy %.0f GB/s, bf16 GEMM %.0f TFLOPS%s. "
           "Times are CUDA-graph medians (µs). Ratio = FlashMLA time / ours (> 1: we are faster)." %
-          (res["device"], ceil["copy_GBps"], ceil["bf16_gemm_TFLOPs"]))
+          (res["device"], ceil["copy_GBps"], ceil["bf16_gemm_TFLOPs"],
+           ", graph floor (one empty kernel, same timing) %.1f µs" % floor if floor else ""))
     print()
     print("| set | b | s_q | s_k | h_q | causal | hopper µs | TFLOPS | GB/s | % copy | % GEMM | FlashMLA µs | ratio | portable µs | ratio | call−graph µs (latency set) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -8,7 +8,7 @@ O=${OUT:-$PWD/out}; mkdir -p "$O"; export OUT=/tmp/fr; mkdir -p $OUT
 export PYTHONPATH=$PWD/python PYTHONUNBUFFERED=1
 SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-240} KERNELS="${KERNELS:-auto portable hopper}" scripts/device.sh build test > /dev/null 2>&1
 for f in $OUT/pytest-*.log; do echo "== $f"; grep -E "flash_mla GPU tests|kernel=|cases|passed|failed|Error" "$f" | tail -8; done > "$O/tests.log"
-if [ -n "${SANITIZE:-1}" ]; then
+if [ -n "${SANITIZE-1}" ]; then  # SANITIZE= (empty) skips the sanitizers
   SAN_TIMEOUT=${SAN_TIMEOUT:-240} RACE_K="${RACE_K:-test_strided_tensors}" KERNELS="${SAN_KERNELS:-hopper portable}" \
     scripts/device.sh sanitize > /dev/null 2>&1
   for f in $OUT/san-*.log; do echo "== $f"; grep -E "ERROR SUMMARY|Race reported|Hazard|passed|failed|at .*decode|at .*combine" "$f" | sort | uniq -c | sort -rn | head -12; done > "$O/san.log"

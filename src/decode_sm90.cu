@@ -1276,50 +1276,23 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
   return FLASH_MLA_SUCCESS;
 }
 
-template <int kFp16>
-static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
-  static std::atomic<unsigned long long> attr_set{0}; /* one bit per device: smem attribute applied */
+/* Launch one of the kernels with `smem` bytes of dynamic shared memory and PDL. The shared-memory
+ * attribute is applied once per device (a bit per device in *attr_set; devices >= 64 every time). */
+template <typename Kernel>
+static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned long long> *attr_set, dim3 grid,
+                                             int threads, int smem, const fmla_kernel_params *p, const CUtensorMap *map,
+                                             int device, cudaStream_t stream, const char *name) {
   const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
-  if (!bit || !(attr_set.load(std::memory_order_acquire) & bit)) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(fmla_decode_sm90_kernel<kFp16>, cudaFuncAttributeMaxDynamicSharedMemorySize, SM90_SMEM_BYTES);
-    if (e != cudaSuccess)
-      return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: cudaFuncSetAttribute(%d bytes smem): %s",
-                            SM90_SMEM_BYTES, cudaGetErrorString(e));
-    attr_set.fetch_or(bit, std::memory_order_acq_rel);
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
-  cfg.blockDim = dim3(SM90_THREADS, 1, 1);
-  cfg.dynamicSmemBytes = SM90_SMEM_BYTES;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, fmla_decode_sm90_kernel<kFp16>, *p, *map);
-  if (e != cudaSuccess)
-    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper kernel launch failed: %s", cudaGetErrorString(e));
-  return FLASH_MLA_SUCCESS;
-}
-
-template <int kFp16, int kN>
-static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
-  static std::atomic<unsigned long long> attr_set{0};
-  const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
-  const int smem = nw_layout<kN>::bytes;
-  if (!bit || !(attr_set.load(std::memory_order_acquire) & bit)) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(fmla_decode_sm90_narrow_kernel<kFp16, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (!bit || !(attr_set->load(std::memory_order_acquire) & bit)) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess)
       return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: cudaFuncSetAttribute(%d bytes smem): %s", smem,
                             cudaGetErrorString(e));
-    attr_set.fetch_or(bit, std::memory_order_acq_rel);
+    attr_set->fetch_or(bit, std::memory_order_acq_rel);
   }
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
-  cfg.blockDim = dim3(NW_THREADS, 1, 1);
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3((unsigned)threads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -1327,11 +1300,26 @@ static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorM
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, fmla_decode_sm90_narrow_kernel<kFp16, kN>, *p, *map);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, *p, *map);
   if (e != cudaSuccess)
-    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper narrow kernel launch failed: %s",
-                          cudaGetErrorString(e));
+    return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper %s launch failed: %s", name, cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;
+}
+
+template <int kFp16>
+static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
+  static std::atomic<unsigned long long> attr_set{0};
+  return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
+                            dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
+                            SM90_THREADS, SM90_SMEM_BYTES, p, map, device, stream, "kernel");
+}
+
+template <int kFp16, int kN>
+static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
+  static std::atomic<unsigned long long> attr_set{0};
+  return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set,
+                            dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts), NW_THREADS,
+                            nw_layout<kN>::bytes, p, map, device, stream, "narrow kernel");
 }
 
 extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {

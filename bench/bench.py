@@ -131,16 +131,18 @@ def measure_ceilings(torch, timer):
     gemm_us = timer.median_us([lambda: torch.matmul(a, b)], warmup=3, iters=10)
     a = b = None
     torch.cuda.empty_cache()
-    # The floor of the timing method itself: a graph holding one trivial kernel, timed like a case
-    # (events around one replay, median of 30). No call can time below it.
+    return {"copy_GBps": round(2 * nbytes / copy_us / 1e3, 1), "bf16_gemm_TFLOPs": round(2 * n ** 3 / gemm_us / 1e6, 1),
+            "graph_floor_us": round(graph_floor_us(torch, timer), 1)}
+
+
+def graph_floor_us(torch, timer):
+    """The floor of the timing method itself: a graph holding one trivial kernel, timed like a case
+    (events around one replay, median of 30). No call can time below it."""
     x = torch.zeros(1, device=DEVICE)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         x.add_(1)
-    floor_us = timer.median_us([g.replay])
-    del g
-    return {"copy_GBps": round(2 * nbytes / copy_us / 1e3, 1), "bf16_gemm_TFLOPs": round(2 * n ** 3 / gemm_us / 1e6, 1),
-            "graph_floor_us": round(floor_us, 1)}
+    return timer.median_us([g.replay])
 
 
 def available_kernels(torch, fm, dtype):

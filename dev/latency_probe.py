@@ -50,11 +50,7 @@ def main():
     from flash_mla import _lib, interface
 
     timer = bench.Timer(torch)
-    x = torch.zeros(1, device="cuda")
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        x.add_(1)
-    empty = timer.median_us([g.replay])
+    empty = bench.graph_floor_us(torch, timer)
     print("library %s\nempty graph %.1f us" % (fm.library_path, empty))
     print("%-8s %3s %6s %4s | %8s %8s %8s %8s %8s" % ("set", "b", "s_k", "h_q", "graph", "call", "host", "c_only", "alloc"))
     sets = args.sets.split(",")
@@ -66,11 +62,12 @@ def main():
         data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
         r = bench.time_case(torch, fm, timer, c, data, args.kernel, False)
         q, kv, bt, L = data.qs[0], data.kvs[0], data.block_table, data.L
-        call = lambda: fm.flash_mla_with_kvcache(q, kv, bt, L, 512, data.meta, data.splits, causal=c["causal"], kernel=args.kernel)
+        meta, splits = data.meta, data.splits
+        call = lambda: fm.flash_mla_with_kvcache(q, kv, bt, L, 512, meta, splits, causal=c["causal"], kernel=args.kernel)
         host = host_loop_us(torch, call)
         out, lse = call()
         b, s_q, h_q, _ = q.shape
-        parts = data.meta.shape[0]
+        parts = meta.shape[0]
         wsb = interface._workspace_bytes(b, s_q, h_q, parts)
         ws = q.new_empty(wsb, dtype=torch.uint8)
         qs, ks = q.stride(), kv.stride()
@@ -79,7 +76,7 @@ def main():
             576 ** -0.5, _lib.KERNELS[args.kernel], q.data_ptr(), qs[0], qs[1], qs[2], kv.data_ptr(), ks[0], ks[1], ks[2],
             bt.data_ptr(), bt.stride(0), L.data_ptr(), out.data_ptr(), s_q * h_q * 512, h_q * 512, 512, lse.data_ptr())
         stream = torch.cuda.current_stream().cuda_stream
-        mp, sp, wp = data.meta.data_ptr(), data.splits.data_ptr(), ws.data_ptr()
+        mp, sp, wp = meta.data_ptr(), splits.data_ptr(), ws.data_ptr()
         c_only = host_loop_us(torch, lambda: _lib.decode(params, mp, parts, sp, wp, wsb, stream))
 
         def alloc():

@@ -12,6 +12,7 @@
  *           metadata from the host scheduler (src/sched_host.c), splits merged on the host with
  *           combine_math.h, against a double-precision CPU reference.
  *   bench   one big decode (kernel only, no combine), median of 30 event-timed launches.
+ *   trace   [s_q [L]]: the bench shape with -DFMLA_SM90_TRACE=1: median timeline of a pair (clock64).
  *
  * Build and run (on an H100/H200; sm_90a only):
  *   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc \
@@ -455,6 +456,41 @@ static int run_decode(const dcase &c, int verbose) {
 
 /* ===================================== bench ===================================== */
 
+#if FMLA_SM90_TRACE
+/* Median over pairs of (slot time of pair k) - (WG0's loop top of pair k): where each step of a pair
+ * happens, in SM clocks, for CTAs 0 and 1. Slots: the SM90_TR calls in src/decode_sm90.cu. */
+static void print_trace(int npairs) {
+  static long long tr[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
+  CK(cudaMemcpyFromSymbol(tr, g_sm90_trace, sizeof tr));
+  static const char *names[SM90_TRACE_SLOTS] = {
+      "P  before stage0 block", "P  stage0 all 9 issued", "", "P  stage1 all 9 issued",
+      "P  stage0 1st tile issued", "P  stage0 tile j=4 issued", "P  stage1 1st tile issued", "P  stage1 tile j=4 issued",
+      "W0 loop top", "W0 stage0 tile8 full", "W0 S_A done", "W0 P_A published", "W0 before PB wait", "W0 PB acquired",
+      "W0 PV_B_L issued", "W0 prev PV_B_L done+rel", "W1 loop top", "W1 prev PV_B_R done+rel", "W1 stage1 1st full",
+      "W1 S_B done", "W1 took P_A", "W1 P_B published", "W1 PV_B_R issued", "W1 PV_A_R done+rel"};
+  const int hi = npairs < SM90_TRACE_PAIRS ? npairs - 2 : SM90_TRACE_PAIRS - 2, lo = 8;
+  for (int cta = 0; cta < 2; ++cta) {
+    printf("trace CTA %d: median over pairs %d..%d of (slot time - W0 loop top of the same pair), SM clocks\n", cta, lo,
+           hi);
+    std::vector<long long> per;
+    for (int k = lo; k < hi; ++k) per.push_back(tr[cta][k + 1][8] - tr[cta][k][8]);
+    std::sort(per.begin(), per.end());
+    printf("  pair period (W0 loop top to next): median %lld, p10 %lld, p90 %lld\n", per[per.size() / 2],
+           per[per.size() / 10], per[per.size() * 9 / 10]);
+    for (int sl = 0; sl < 24; ++sl) {
+      if (!names[sl][0]) continue;
+      std::vector<long long> v;
+      for (int k = lo; k < hi; ++k)
+        if (tr[cta][k][sl] && tr[cta][k][8]) v.push_back(tr[cta][k][sl] - tr[cta][k][8]);
+      if (v.empty()) continue;
+      std::sort(v.begin(), v.end());
+      printf("  %2d %-28s %7lld  (p10 %7lld, p90 %7lld)\n", sl, names[sl], v[v.size() / 2], v[v.size() / 10],
+             v[v.size() * 9 / 10]);
+    }
+  }
+}
+#endif
+
 static void run_bench(int b, int s_q, int h_q, int L, int fp16) {
   const int h_kv = 1, page = 64, rows = s_q * h_q, mb = (rows + 63) / 64;
   int dev = 0, sms = 0;
@@ -550,6 +586,9 @@ static void run_bench(int b, int s_q, int h_q, int L, int fp16) {
   }
   std::sort(ms.begin(), ms.end());
   const double t = ms[ms.size() / 2] * 1e-3;
+#if FMLA_SM90_TRACE
+  print_trace(b * max_blocks / parts / 2); /* pairs of CTA (0, 0, 0), from its last launch */
+#endif
   const double flops = 2.0 * b * s_q * h_q * (double)L * (576 + 512);
   const double bytes = (double)b * L * 576 * 2 + (double)b * s_q * h_q * (576 + 512) * 2;
   printf("bench %s on %s: b=%d s_q=%d h_q=%d L=%d parts=%d: %.1f us, %.0f TFLOPS, %.0f GB/s (kernel only, no combine)\n",
@@ -599,6 +638,10 @@ int main(int argc, char **argv) {
       fails += run_decode(c, 0);
       ++runs;
     }
+  }
+  if (!strcmp(mode, "trace")) { /* build with -DFMLA_SM90_TRACE=1: trace [s_q [L]] */
+    const int sq = argc > 2 ? atoi(argv[2]) : 1, L = argc > 3 ? atoi(argv[3]) : 4096;
+    run_bench(128, sq, 128, L, 0);
   }
   if (all || !strcmp(mode, "bench")) {
     run_bench(128, 1, 128, 4096, 0);

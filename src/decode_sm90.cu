@@ -123,6 +123,27 @@
 #define FMLA_SM90_PDL 1
 #endif
 
+/* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
+ * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
+ * library (the macro compiles to nothing). */
+#ifndef FMLA_SM90_TRACE
+#define FMLA_SM90_TRACE 0
+#endif
+#if FMLA_SM90_TRACE
+#define SM90_TRACE_PAIRS 512
+#define SM90_TRACE_SLOTS 32
+__device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
+#define SM90_TR(k, slot, cond)                                                                                \
+  do {                                                                                                      \
+    if ((cond) && blockIdx.y == 0 && blockIdx.z == 0 && blockIdx.x < 2 && (unsigned)(k) < SM90_TRACE_PAIRS) \
+      g_sm90_trace[blockIdx.x][k][slot] = clock64();                                                        \
+  } while (0)
+#else
+#define SM90_TR(k, slot, cond) \
+  do {                         \
+  } while (0)
+#endif
+
 #define SM90_THREADS 384
 #define SM90_CONSUMER_THREADS 256
 #define SM90_NTILES 9                        /* 576 / 64 column tiles */
@@ -221,7 +242,8 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
-                                                          uint64_t *zmask_slot, uint64_t policy) {
+                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1) {
+  (void)trk;
   const int page = p.page_size;
   const int key0 = n * FMLA_BLOCK_N;
   const int in_len = L - key0 < 64 ? L - key0 : 64; /* keys of this block inside L, >= 1 */
@@ -240,6 +262,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, ok ? SM90_TILE_BYTES : 0u);
       if (ok) cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
+      SM90_TR(trk, 4 + 2 * stage + (j == 4), j == 0 || j == 4);
     }
   } else {
     const int nbox = 64 / page; /* 2 or 4 */
@@ -477,7 +500,9 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     const bool has_b = n + 1 < seg.hi;
     const uint32_t par0 = k & 1;
     float s[32];
+    SM90_TR(k, 8, c.wt == 0);
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
+    SM90_TR(k, 9, c.wt == 0);
     const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
     if (pend_b) {
       /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
@@ -488,9 +513,11 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       sm90_release(c.empty1, 0, 4, c.lane);
       sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
+      SM90_TR(k, 15, c.wt == 0);
     }
     sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
     wgmma_wait<0>(); /* S_A */
+    SM90_TR(k, 10, c.wt == 0);
     sm90_fence_s(s);
     sm90_fence_o(o);
     sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
@@ -517,6 +544,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     /* The sMA writers arrive themselves (count 32): each write is ordered to WG1's reads directly,
      * not through bar.sync cumulativity, which racecheck does not model. */
     if (c.quad == 0) mbarrier_arrive(c.pa_ready);
+    SM90_TR(k, 11, c.wt == 0);
 
     sm90_rescale(o, aa0, aa1);
     l0 = l0 * aa0 + ps0;
@@ -535,7 +563,9 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
         sm90_release(c.empty0, 0, 4, c.lane);
         a_l_back = true;
       }
+      SM90_TR(k, 12, c.wt == 0);
       mbar_wait(c.pb_ready, par1, 'B');
+      SM90_TR(k, 13, c.wt == 0);
       /* Already complete (the producer cannot refill them before we give them back); makes the
        * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
 #pragma unroll
@@ -557,6 +587,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
+      SM90_TR(k, 14, c.wt == 0);
       if (!a_l_back) {
         wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
         sm90_release(c.empty0, 0, 4, c.lane);
@@ -601,19 +632,23 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     const bool has_b = n + 1 < seg.hi;
     const uint32_t par0 = k & 1;
     /* Stage 1 from the previous pair goes back before we wait for its next fill. */
+    SM90_TR(k, 16, c.wt == 0);
     if (pend_b) {
       wgmma_wait<0>();
       sm90_release(c.empty1, 4, 4, c.lane);
       sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
     }
+    SM90_TR(k, 17, c.wt == 0);
     if (has_b) {
       const uint32_t par1 = pb & 1;
       float s[32];
       mbar_wait(c.full1, par1, 'F');
+      SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[1];
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
       wgmma_wait<0>();
+      SM90_TR(k, 19, c.wt == 0);
       sm90_fence_s(s);
       sm90_fence_o(o);
 
@@ -621,6 +656,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
       float ma0, ma1;
       sm90_wg1_take_pa(c, par0, ma0, ma1);
+      SM90_TR(k, 20, c.wt == 0);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
@@ -640,6 +676,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
       if (c.wt == 0) *c.flag = flag;
       if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
+      SM90_TR(k, 21, c.wt == 0);
 
       sm90_rescale(o, aa0, aa1);
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
@@ -653,7 +690,9 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
+      SM90_TR(k, 22, c.wt == 0);
       wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
+      SM90_TR(k, 23, c.wt == 0);
       sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       pend_b = true;
@@ -809,10 +848,13 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy);
+      SM90_TR(k, 0, true);
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
+      SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
         sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                           empty0 + SM90_NTILES * 8, &zmask[1], policy);
+                           empty0 + SM90_NTILES * 8, &zmask[1], policy, k);
+        SM90_TR(k, 3, true);
         ++pb;
       }
     }

@@ -1,0 +1,83 @@
+"""ab_libs.py: same-process A/B of several builds of libflash_mla.so (GPU machine, diagnostics only).
+
+Each case's data is made once; each library's flash_mla_decode is swapped into the Python layer in
+turn, captured in its own CUDA graph and timed by bench.py's method (events around one replay,
+median of 30). Rounds alternate the libraries (A B C A B C ...), so a drift of the machine (clocks,
+neighbours) shows up as a difference between rounds, not between libraries. Every library's output
+is compared with the first library's (max |diff|), so a broken variant cannot look fast.
+
+Usage: PYTHONPATH=python python3 dev/ab_libs.py LIB.so [LIB.so ...] [--cases 0,4,..] [--rounds 2]
+       (case indices into bench/cases.json; default: a mix of standard, tp and latency cases)
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+import bench  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("libs", nargs="+")
+    ap.add_argument("--cases", default="0,1,4,5,13,26,27,33,35")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--kernel", default="hopper")
+    args = ap.parse_args()
+    import torch
+
+    fm = bench.import_flash_mla()
+    from flash_mla import interface
+
+    funcs = []
+    for path in args.libs:
+        lib = ctypes.CDLL(os.path.abspath(path))
+        f = lib.flash_mla_decode
+        f.restype = interface._c_decode.restype
+        f.argtypes = interface._c_decode.argtypes
+        funcs.append(f)
+    names = [os.path.basename(p) for p in args.libs]
+    timer = bench.Timer(torch)
+    print("libraries:", ", ".join(os.path.abspath(p) for p in args.libs))
+    print("empty graph %.1f us" % bench.graph_floor_us(torch, timer))
+    cases = bench.load_cases()
+    print("%-4s %-8s %3s %2s %6s %4s %3s | %s" % ("idx", "set", "b", "sq", "s_k", "h_q", "cau", " | ".join("%-22s" % n for n in names)))
+    for idx in [int(x) for x in args.cases.split(",")]:
+        c = cases[idx]
+        lens = bench.case_seqlens(c)
+        data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
+        data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
+
+        def call():
+            return fm.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, bench.DV, data.meta,
+                                             data.splits, causal=c["causal"], kernel=args.kernel)
+
+        graphs, outs = [], []
+        pool = torch.cuda.graph_pool_handle()
+        for f in funcs:
+            interface._c_decode = f
+            o, _ = call()  # eager once, outside the capture
+            torch.cuda.synchronize()
+            outs.append(o.float().clone())
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=pool):
+                call()
+            graphs.append(g)
+        times = [[] for _ in funcs]
+        for _ in range(args.rounds):
+            for j, g in enumerate(graphs):
+                times[j].append(timer.median_us([g.replay]))
+        diffs = [(o - outs[0]).abs().max().item() for o in outs]
+        cells = []
+        for j in range(len(funcs)):
+            cells.append("%-22s" % ("/".join("%.1f" % t for t in times[j]) + (" d=%.0e" % diffs[j] if j else "")))
+        print("%-4d %-8s %3d %2d %6d %4d %3s | %s" % (idx, c["set"], c["b"], c["s_q"], c["s_k"], c["h_q"],
+                                                   "T" if c["causal"] else "F", " | ".join(cells)), flush=True)
+        del graphs, data, outs
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

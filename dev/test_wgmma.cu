@@ -589,9 +589,6 @@ static void run_bench(int b, int s_q, int h_q, int L, int fp16) {
 #if FMLA_SM90_TRACE
   print_trace(b * max_blocks / parts / 2); /* pairs of CTA (0, 0, 0), from its last launch */
 #endif
-#if FMLA_SM90_MCAST
-  printf("2-CTA clusters that fit at once: %d (grid %d CTAs)\n", sm90_max_clusters<0>(dev), mb * parts);
-#endif
   const double flops = 2.0 * b * s_q * h_q * (double)L * (576 + 512);
   const double bytes = (double)b * L * 576 * 2 + (double)b * s_q * h_q * (576 + 512) * 2;
   printf("bench %s on %s: b=%d s_q=%d h_q=%d L=%d parts=%d: %.1f us, %.0f TFLOPS, %.0f GB/s (kernel only, no combine)\n",

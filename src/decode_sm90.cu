@@ -119,14 +119,11 @@
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
 #endif
-#ifndef FMLA_SM90_L2_PF /* a spare producer warp pulls the KV blocks this many pairs ahead into L2 (0: off) */
+#ifndef FMLA_SM90_L2_PF /* a spare producer warp pulls KV blocks this many pairs ahead of WG0 into L2 (0: off) */
 #define FMLA_SM90_L2_PF 0
 #endif
 #ifndef FMLA_SM90_W1_EARLY_PVA /* WG1 issues PV_A_R right behind S_B, so it runs under WG1's softmax of B */
 #define FMLA_SM90_W1_EARLY_PVA 0
-#endif
-#ifndef FMLA_SM90_MCAST /* pairs of M tiles run as a 2-CTA cluster and share each K tile by TMA multicast */
-#define FMLA_SM90_MCAST 0
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
@@ -166,14 +163,13 @@ __device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
 #define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
 #define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
 #define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
-#define SM90_OFF_PROGRESS (SM90_OFF_FLAG + 4) /* uint32: pairs the producer has started (L2 prefetch pacing) */
+#define SM90_OFF_PROGRESS (SM90_OFF_FLAG + 4) /* uint32: pairs WG0 has started (L2 prefetch pacing) */
 #define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
 #define SM90_OFF_PB_READY (SM90_OFF_PA_READY + 8)
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
-#define SM90_OFF_DONE (SM90_OFF_PA_FREE + 8) /* uint64 mbarrier: the other CTA of the cluster made its last remote arrival */
-#define SM90_SMEM_USED (SM90_OFF_DONE + 8)
+#define SM90_SMEM_USED (SM90_OFF_PA_FREE + 8)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
@@ -246,29 +242,6 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 
 /* ---- producer: one thread ---- */
 
-/* The producer's wait for a tile's empty barrier. In a 2-CTA cluster (mc) the owner CTA's barrier
- * also counts the other CTA's consumer warps (remote arrivals, release.cluster): acquire at
- * cluster scope before the multicast overwrites the other CTA's copy. */
-static __device__ __forceinline__ void sm90_wait_empty(uint32_t bar, uint32_t parity, uint32_t mc) {
-  if (!mc) {
-    mbar_wait(bar, parity, 'E');
-    return;
-  }
-#if FMLA_SM90_DEBUG
-  long long spins = 0;
-  while (!mbarrier_try_wait_parity_cluster(bar, parity)) {
-    if (++spins == (1ll << 28)) {
-      printf("fmla sm90: cluster empty-barrier hang: block (%d,%d,%d) smem 0x%x parity %u\n", blockIdx.x,
-             blockIdx.y, blockIdx.z, bar, parity);
-      __trap();
-    }
-  }
-#else
-  while (!mbarrier_try_wait_parity_cluster(bar, parity)) {
-  }
-#endif
-}
-
 /* Issue the TMA copies of n-block n of request i into stage `stage` (use number `use`), one tile
  * at a time as each tile's empty barrier lets it, and publish (before the stage's first tile) which
  * keys inside L sit on a page id outside [0, num_blocks): those are skipped (never read) and the
@@ -276,8 +249,7 @@ static __device__ __forceinline__ void sm90_wait_empty(uint32_t bar, uint32_t pa
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
-                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1,
-                                                          uint32_t mc = 0, uint32_t rank = 0) {
+                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1) {
   (void)trk;
   const int page = p.page_size;
   const int key0 = n * FMLA_BLOCK_N;
@@ -292,17 +264,11 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      sm90_wait_empty(empty + t * 8, empty_parity, mc);
+      mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, ok ? SM90_TILE_BYTES : 0u);
-      if (mc) { /* 2-CTA cluster: every tile of stage s is copied once, by CTA s, into both CTAs */
-        if ((uint32_t)stage == rank && ok)
-          cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, (uint16_t)3,
-                                         policy);
-      } else if (ok) {
-        cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
-      }
+      if (ok) cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
       SM90_TR(trk, 4 + 2 * stage + (j == 4), j == 0 || j == 4);
     }
   } else {
@@ -330,21 +296,15 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      sm90_wait_empty(empty + t * 8, empty_parity, mc);
+      mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, bytes);
-      if (mc && (uint32_t)stage != rank) continue; /* the other CTA copies this stage into both */
 #pragma unroll
       for (int bx = 0; bx < 4; ++bx)
-        if (okbits >> bx & 1) {
-          if (mc)
-            cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
-                                           bar, (uint16_t)3, policy);
-          else
-            cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
-                                        bar, policy);
-        }
+        if (okbits >> bx & 1)
+          cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx], bar,
+                                      policy);
     }
   }
 }
@@ -375,13 +335,9 @@ static __device__ __forceinline__ void sm90_load_q(const fmla_kernel_params &p, 
 }
 
 /* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). */
-static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane, int peer = -1) {
+static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane) {
   if (lane == 0)
-    for (int t = first; t < first + n; ++t) {
-      mbarrier_arrive(empty + t * 8);
-      /* 2-CTA cluster, stage owned by the other CTA: its producer refills our copy too */
-      if (peer >= 0) mbarrier_arrive_remote(empty + t * 8, (uint32_t)peer);
-    }
+    for (int t = first; t < first + n; ++t) mbarrier_arrive(empty + t * 8);
 }
 
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
@@ -532,13 +488,12 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
-  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free;
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, progress;
   float *sMA, *sMB;
   const volatile uint64_t *zmask;
   volatile uint32_t *flag;
   float sl2;
   int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
-  int rel0, rel1; /* 2-CTA cluster: the rank whose stage 0 / 1 tiles we also release remotely (-1: none) */
 } sm90_ctx;
 
 /* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
@@ -553,6 +508,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     const uint32_t par0 = k & 1;
     float s[32];
     SM90_TR(k, 8, c.wt == 0);
+    if (FMLA_SM90_L2_PF && c.wt == 0) st_shared_b32(c.progress, k + 1); /* the L2 prefetcher's pacing */
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     SM90_TR(k, 9, c.wt == 0);
     const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
@@ -562,8 +518,8 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
        * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
       wgmma_wait<0>();
       sm90_fence_o(o);
-      sm90_release(c.empty1, 0, 4, c.lane, c.rel1);
-      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane, c.rel1);
+      sm90_release(c.empty1, 0, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
       SM90_TR(k, 15, c.wt == 0);
     }
@@ -572,7 +528,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     SM90_TR(k, 10, c.wt == 0);
     sm90_fence_s(s);
     sm90_fence_o(o);
-    sm90_release(c.empty0, 8, 1, c.lane, c.rel0); /* the RoPE tile is dead after S */
+    sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
@@ -612,7 +568,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
          * and give its tiles back, so the producer's next K_A load starts while we wait. */
         wgmma_wait<0>();
         sm90_fence_o(o);
-        sm90_release(c.empty0, 0, 4, c.lane, c.rel0);
+        sm90_release(c.empty0, 0, 4, c.lane);
         a_l_back = true;
       }
       SM90_TR(k, 12, c.wt == 0);
@@ -642,7 +598,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       SM90_TR(k, 14, c.wt == 0);
       if (!a_l_back) {
         wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
-        sm90_release(c.empty0, 0, 4, c.lane, c.rel0);
+        sm90_release(c.empty0, 0, 4, c.lane);
       }
       pend_b = true;
       ++pb;
@@ -650,14 +606,14 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       m0 = ma0;
       m1 = ma1;
       wgmma_wait<0>();
-      sm90_release(c.empty0, 0, 4, c.lane, c.rel0);
+      sm90_release(c.empty0, 0, 4, c.lane);
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release(c.empty1, 0, 4, c.lane, c.rel1);
-    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane, c.rel1);
+    sm90_release(c.empty1, 0, 4, c.lane);
+    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
   }
 }
 
@@ -687,8 +643,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     SM90_TR(k, 16, c.wt == 0);
     if (pend_b) {
       wgmma_wait<0>();
-      sm90_release(c.empty1, 4, 4, c.lane, c.rel1);
-      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane, c.rel1);
+      sm90_release(c.empty1, 4, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
     }
     SM90_TR(k, 17, c.wt == 0);
@@ -788,7 +744,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       SM90_TR(k, 22, c.wt == 0);
       wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
       SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty0, 4, 4, c.lane, c.rel0);
+      sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       pend_b = true;
       ++pb;
@@ -804,15 +760,15 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       m1 = ma1;
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<0>();
-      sm90_release(c.empty0, 4, 4, c.lane, c.rel0);
+      sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release(c.empty1, 4, 4, c.lane, c.rel1);
-    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane, c.rel1);
+    sm90_release(c.empty1, 4, 4, c.lane);
+    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
   }
 }
 
@@ -836,11 +792,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.pa_ready = sbase + SM90_OFF_PA_READY;
   c.pb_ready = sbase + SM90_OFF_PB_READY;
   c.pa_free = sbase + SM90_OFF_PA_FREE;
-  {
-    const int ncta = (int)cluster_nctarank(), rank = (int)cluster_ctarank();
-    c.rel0 = ncta == 2 && rank != 0 ? 0 : -1; /* stage s is copied by CTA s */
-    c.rel1 = ncta == 2 && rank != 1 ? 1 : -1;
-  }
+  c.progress = sbase + SM90_OFF_PROGRESS;
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
@@ -929,18 +881,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
       }
     }
   }
-  /* 2-CTA cluster: our warps arrive on the other CTA's empty barriers, so neither CTA may exit
-   * (its shared memory goes away) before the other has made its last such arrival. All our remote
-   * arrivals precede this bar.sync; thread 0 then tells the other CTA and waits for the same word. */
-  if (c.rel0 >= 0 || c.rel1 >= 0 || cluster_nctarank() == 2) {
-    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-    if (tid == 0) {
-      const uint32_t done = sbase + SM90_OFF_DONE;
-      mbarrier_arrive_remote(done, cluster_ctarank() ^ 1u);
-      while (!mbarrier_try_wait_parity_cluster(done, 0)) {
-      }
-    }
-  }
 }
 
 template <int kFp16>
@@ -953,23 +893,21 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   uint64_t *zmask = (uint64_t *)(smem + SM90_OFF_ZMASK);
   /* EVICT_FIRST: with one M tile the KV stream is read once. With several M tiles the sibling
    * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
-  const uint32_t ncta = cluster_nctarank(), rank = cluster_ctarank();
-  const uint32_t mc = ncta == 2 ? 1u : 0u;
-  /* With multicast the cluster reads each block once: EVICT_FIRST when it holds every M tile. */
-  const uint64_t policy = p.num_m_blocks == (int)ncta ? createpolicy_fractional_l2_evict_first()
-                                                       : createpolicy_fractional_l2_evict_normal();
-  const int begin_req = meta[0], end_req = meta[2];
+  /* EVICT_FIRST: with one M tile the KV stream is read once. With several M tiles the sibling
+   * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
+  const uint64_t policy =
+      p.num_m_blocks == 1 ? createpolicy_fractional_l2_evict_first() : createpolicy_fractional_l2_evict_normal();
   uint32_t k = 0, pb = 0; /* same counters as the consumers */
-  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
+  /* meta[2] re-read per segment (an L1 hit): keeps the producer within its 40 registers */
+  for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
-      if (FMLA_SM90_L2_PF) *(volatile uint32_t *)(smem + SM90_OFF_PROGRESS) = k + 1;
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k, mc, rank);
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
         sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                           empty0 + SM90_NTILES * 8, &zmask[1], policy, k, mc, rank);
+                           empty0 + SM90_NTILES * 8, &zmask[1], policy, k);
         SM90_TR(k, 3, true);
         ++pb;
       }
@@ -977,27 +915,32 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   }
 }
 
-/* One spare producer warp of M tile 0's CTA: walks the same pairs as the producer, FMLA_SM90_L2_PF
- * pairs ahead of it (paced by the producer's progress word), and pulls their KV rows (keys inside
- * L, valid pages only) into L2 with plain prefetches, so the TMA loads (and the sibling M tiles'
- * loads) find them there. LSU path: the TMA unit's queue is left to the real loads. */
+/* One spare producer warp of M tile 0's CTA, launched only with exactly two M tiles: walks the same
+ * pairs as the consumers, FMLA_SM90_L2_PF pairs ahead of WG0 (paced by WG0's progress word; the
+ * producer is about one pair ahead of WG0), and pulls their KV rows (keys inside L, valid pages
+ * only) into L2 with plain prefetches, so both M tiles' TMA loads find them there. LSU path: the
+ * TMA unit's queue is left to the real loads. Why two M tiles only: the clock64 trace
+ * (dev/test_wgmma.cu trace) shows the first K_B tile's load taking ~1400 SM clocks there (half
+ * the reads miss L2) and ~500 with the prefetch, pair period -3%; with four M tiles (s_q = 2)
+ * three of four reads already hit L2 and the extra requests cost 4% (same trace), with one M
+ * tile the same-run A/B was 5-10% slower. */
 static __device__ __forceinline__ void sm90_l2_prefetcher(const fmla_kernel_params &p, uint8_t *smem, int lane) {
   const int hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
   const volatile uint32_t *progress = (const volatile uint32_t *)(smem + SM90_OFF_PROGRESS);
   const char *kc = (const char *)p.k_cache;
   const int page = p.page_size;
-  const int begin_req = meta[0], end_req = meta[2];
   uint32_t k = 0;
-  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
+  /* meta[2] re-read per segment (L1 hit): one register less under the producer's 40 */
+  for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      if (k >= (uint32_t)FMLA_SM90_L2_PF)
+      if ((int)k >= FMLA_SM90_L2_PF)
         while (*progress < k - FMLA_SM90_L2_PF + 1) __nanosleep(64);
       for (int b = 0; b < 2 && n + b < seg.hi; ++b) {
         const int key0 = (n + b) * FMLA_BLOCK_N;
-#pragma unroll
+#pragma unroll 1
         for (int h = 0; h < 2; ++h) {
           const int key = key0 + lane + 32 * h;
           if (key >= seg.L) continue;
@@ -1026,26 +969,19 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     const uint32_t sbase = smem_u32(smem);
     for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
     /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
-    /* in a 2-CTA cluster, CTA s copies stage s for both: its stage s barriers count both CTAs' warps */
-    const uint32_t ncta = cluster_nctarank(), rank = cluster_ctarank();
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
-      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4) *
-                                                         (ncta == 2 && rank == (uint32_t)(t / SM90_NTILES) ? 2 : 1));
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
-    mbarrier_init(sbase + SM90_OFF_DONE, 1);      /* the other CTA's consumer thread 0 (clusters) */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
-    *(uint32_t *)(smem + SM90_OFF_PROGRESS) = 0;
+    if (FMLA_SM90_L2_PF) *(uint32_t *)(smem + SM90_OFF_PROGRESS) = 0;
     fence_mbarrier_init_release_cluster();
     fence_proxy_async_shared_cta();
   }
   if (threadIdx.x == SM90_CONSUMER_THREADS) prefetch_tensormap(&tmap_k);
   __syncthreads();
-  /* In a 2-CTA cluster the producers arrive on each other's barriers and multicast into each
-   * other's tiles: both CTAs' barriers must be initialised first. */
-  if (cluster_nctarank() > 1) cluster_sync_all();
   /* PDL: nothing written by an earlier kernel (metadata, lengths, q, cache) is read before this. */
   griddepcontrol_wait();
   /* Let the combine grid get onto SMs this grid leaves idle (its CTAs wait for our completion):
@@ -1054,7 +990,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
     if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, smem);
-    if (FMLA_SM90_L2_PF && blockIdx.x == 0 && (threadIdx.x >> 5) == (SM90_CONSUMER_THREADS >> 5) + 1)
+    if (FMLA_SM90_L2_PF && p.num_m_blocks == 2 && blockIdx.x == 0 &&
+        (threadIdx.x >> 5) == (SM90_CONSUMER_THREADS >> 5) + 1)
       sm90_l2_prefetcher(p, smem, threadIdx.x & 31);
   } else {
     setmaxnreg_inc<232>();
@@ -1485,7 +1422,7 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
 template <typename Kernel>
 static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned long long> *attr_set, dim3 grid,
                                              int threads, int smem, const fmla_kernel_params *p, const CUtensorMap *map,
-                                             int device, cudaStream_t stream, const char *name, int cluster = 1) {
+                                             int device, cudaStream_t stream, const char *name) {
   const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
   if (!bit || !(attr_set->load(std::memory_order_acquire) & bit)) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -1499,66 +1436,23 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
   cfg.blockDim = dim3((unsigned)threads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  int na = 0;
-  if (FMLA_SM90_PDL) {
-    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[na++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster > 1) {
-    attr[na].id = cudaLaunchAttributeClusterDimension;
-    attr[na].val.clusterDim.x = (unsigned)cluster;
-    attr[na].val.clusterDim.y = 1;
-    attr[na++].val.clusterDim.z = 1;
-  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = (unsigned)na;
+  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, *p, *map);
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper %s launch failed: %s", name, cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;
 }
 
-/* How many 2-CTA clusters of the 64-row kernel fit on the device at once (0: unknown / none), per
- * device, asked once: a cluster grid must fit in one wave, or its clusters run one after another. */
-template <int kFp16>
-static int sm90_max_clusters(int device) {
-  static std::atomic<int> cached[64];
-  if (device < 0 || device >= 64) return 0;
-  int v = cached[device].load(std::memory_order_acquire);
-  if (v) return v - 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(2, 1, 1);
-  cfg.blockDim = dim3(SM90_THREADS, 1, 1);
-  cfg.dynamicSmemBytes = SM90_SMEM_BYTES;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (cudaFuncSetAttribute(fmla_decode_sm90_kernel<kFp16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           SM90_SMEM_BYTES) != cudaSuccess ||
-      cudaOccupancyMaxActiveClusters(&n, fmla_decode_sm90_kernel<kFp16>, &cfg) != cudaSuccess) {
-    (void)cudaGetLastError(); /* not sticky; do not leak it to the caller's next check */
-    n = 0;
-  }
-  cached[device].store(n + 1, std::memory_order_release);
-  return n;
-}
-
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0};
-  const dim3 grid((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
-  int cluster = 1;
-  if (FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 &&
-      (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z)
-    cluster = 2;
-  return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set, grid, SM90_THREADS, SM90_SMEM_BYTES, p, map,
-                            device, stream, "kernel", cluster);
+  return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
+                            dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
+                            SM90_THREADS, SM90_SMEM_BYTES, p, map, device, stream, "kernel");
 }
 
 template <int kFp16, int kN>

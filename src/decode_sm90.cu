@@ -123,7 +123,7 @@
 #define FMLA_SM90_L2_PF 0
 #endif
 #ifndef FMLA_SM90_W1_EARLY_PVA /* WG1 issues PV_A_R right behind S_B, so it runs under WG1's softmax of B */
-#define FMLA_SM90_W1_EARLY_PVA 0
+#define FMLA_SM90_W1_EARLY_PVA 1
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v5): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -29,9 +29,10 @@
  *   WG0  S_A = Q K_A^T; m_A = max(m, rowmax S_A); P_A = exp2(S_A - m_A) -> smem (sPA), m_A -> smem
  *        O_L = O_L * exp2(m - m_A) + P_A V_A[:, 0:256]
  *        wait P_B: O_L = O_L * exp2(m_A - m_B) + P_B V_B[:, 0:256]
- *   WG1  S_B = Q K_B^T; wait m_A; m_B = max(m_A, rowmax S_B); P_B = exp2(S_B - m_B) -> smem
- *        (written over K_B's RoPE tile, dead once S_B is done), m_B -> smem
- *        O_R = O_R * exp2(m - m_A) + P_A V_A[:, 256:512]
+ *   WG1  issue S_B = Q K_B^T; while it runs: wait P_A, m_A; O_R = O_R * exp2(m - m_A) and queue
+ *        O_R += P_A V_A[:, 256:512] behind S_B (v6, FMLA_SM90_W1_EARLY_PVA: it then runs under
+ *        this WG's softmax of B instead of after it); m_B = max(m_A, rowmax S_B);
+ *        P_B = exp2(S_B - m_B) -> smem (over K_B's RoPE tile, dead once S_B is done), m_B -> smem
  *        O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512]
  *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
  *   row's max moved from m_A to m_B: WG1 ORs that over its 128 threads (bar.red.or) and
@@ -41,12 +42,20 @@
  *   tensor   |== S_A (WG0) ==|== S_B (WG1) ==|PV_A_L|PV_A_R|PV_B_L|== S_A' ==|PV_B_R|== S_B' ==
  *   WG0      |issue S_A      |softmax A, P_A |issue PV_A_L .. wait P_B, issue PV_B_L,
  *            |               |               |wait PV_A_L, free V_A[:,L], issue S_A' ...
- *   WG1      |issue S_B (queued behind S_A)  |softmax B (m_A known), P_B|issue PV_A_R, PV_B_R,
+ *   WG1      |issue S_B (queued behind S_A), wait P_A, issue PV_A_R|softmax B, P_B|issue PV_B_R,
  *            |                               |wait PV_A_R, free V_A[:,R]; wait PV_B_R, issue S_B'
  *   producer |TMA K_A'[RoPE] as soon as S_A is done, K_A'[0:256] after PV_A_L, [256:512] after
  *            |PV_A_R; K_B' tiles after PV_B_L / PV_B_R
- * Tensor work per pair: 2 x S (4.72 MFLOP) + 4 x PV half (2.10 MFLOP) = 17.8 MFLOP, ~5990 clk at
- * the measured 778 TFLOPS; softmax (~300-500 clk) always hides under the other WG's S or PV.
+ * Tensor work per pair: 2 x S (4.72 MFLOP) + 4 x PV half (2.10 MFLOP) = 17.8 MFLOP: 4352 SM clocks
+ * at the dense peak (2048 bf16 FMA/clk/SM), ~5990 clk at the measured 778 TFLOPS.
+ * Measured (clock64 trace, FMLA_SM90_TRACE + dev/test_wgmma.cu trace, H200, b=128 L=4096, v5):
+ * a pair takes ~7450 clk (s_q=1) / ~6800 (s_q=2). Where it goes at s_q=1: S_A alone runs at ~75%
+ * of the peak (1711 clk for 1152), S_B next to PV_A_L at ~63%; ~550 clk idle before S_B waiting
+ * for K_B's first tile (freed when PV_B_L retires, queued behind stage 0 in the TMA unit, ~1400
+ * clk from issue to arrival when half the reads miss L2); ~1000 clk idle while WG1 does softmax B
+ * (v6 moves PV_A_R under it: -1.5%). The producer's TMA copies issue at ~1 per 270 clk when
+ * queued (~30 B/clk/SM of fill). See docs/perf-notes.md (2026-11-29, afternoon) for the variants
+ * measured against this (L2 prefetch, tile orders, batched S waits, TMA multicast).
  *
  * v4 release order: WG0 finishes PV_B_L before it issues the next S_A (wgmma_wait at the loop top,
  * not inside the S chain: a wait there makes ptxas serialize every wgmma, C7520, which the build now

@@ -128,7 +128,7 @@
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
 #endif
-#ifndef FMLA_SM90_L2_PF /* a spare producer warp pulls KV blocks this many pairs ahead of WG0 into L2 (0: off) */
+#ifndef FMLA_SM90_L2_PF /* a spare producer warp pulls KV blocks this many pairs ahead of the producer into L2 (0: off) */
 #define FMLA_SM90_L2_PF 0
 #endif
 #ifndef FMLA_SM90_W1_EARLY_PVA /* WG1 issues PV_A_R right behind S_B, so it runs under WG1's softmax of B */
@@ -172,7 +172,7 @@ __device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
 #define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
 #define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
 #define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
-#define SM90_OFF_PROGRESS (SM90_OFF_FLAG + 4) /* uint32: pairs WG0 has started (L2 prefetch pacing) */
+#define SM90_OFF_PROGRESS (SM90_OFF_FLAG + 4) /* uint32: pairs the producer has started (L2 prefetch pacing) */
 #define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
@@ -497,7 +497,7 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
-  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, progress;
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free;
   float *sMA, *sMB;
   const volatile uint64_t *zmask;
   volatile uint32_t *flag;
@@ -517,7 +517,6 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     const uint32_t par0 = k & 1;
     float s[32];
     SM90_TR(k, 8, c.wt == 0);
-    if (FMLA_SM90_L2_PF && c.wt == 0) st_shared_b32(c.progress, k + 1); /* the L2 prefetcher's pacing */
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     SM90_TR(k, 9, c.wt == 0);
     const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
@@ -801,7 +800,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.pa_ready = sbase + SM90_OFF_PA_READY;
   c.pb_ready = sbase + SM90_OFF_PB_READY;
   c.pa_free = sbase + SM90_OFF_PA_FREE;
-  c.progress = sbase + SM90_OFF_PROGRESS;
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
@@ -912,6 +910,7 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
+      if (FMLA_SM90_L2_PF && p.num_m_blocks == 2) st_shared_b32(sbase + SM90_OFF_PROGRESS, k + 1); /* prefetcher pacing */
       sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
@@ -925,14 +924,13 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
 }
 
 /* One spare producer warp of M tile 0's CTA, launched only with exactly two M tiles: walks the same
- * pairs as the consumers, FMLA_SM90_L2_PF pairs ahead of WG0 (paced by WG0's progress word; the
- * producer is about one pair ahead of WG0), and pulls their KV rows (keys inside L, valid pages
- * only) into L2 with plain prefetches, so both M tiles' TMA loads find them there. LSU path: the
- * TMA unit's queue is left to the real loads. Why two M tiles only: the clock64 trace
- * (dev/test_wgmma.cu trace) shows the first K_B tile's load taking ~1400 SM clocks there (half
- * the reads miss L2) and ~500 with the prefetch, pair period -3%; with four M tiles (s_q = 2)
- * three of four reads already hit L2 and the extra requests cost 4% (same trace), with one M
- * tile the same-run A/B was 5-10% slower. */
+ * pairs as the producer, FMLA_SM90_L2_PF pairs ahead of it (paced by the producer's progress word),
+ * and pulls their KV rows (keys inside L, valid pages only) into L2 with plain prefetches, so both
+ * M tiles' TMA loads find them there. LSU path: the TMA unit's queue is left to the real loads.
+ * Why two M tiles only: the clock64 trace (dev/test_wgmma.cu trace) shows the first K_B tile's
+ * load taking ~1400 SM clocks there (half the reads miss L2) and ~500 with the prefetch, pair
+ * period -3%; with four M tiles (s_q = 2) three of four reads already hit L2 and the extra
+ * requests cost 4% (same trace), with one M tile the same-run A/B was 5-10% slower. */
 static __device__ __forceinline__ void sm90_l2_prefetcher(const fmla_kernel_params &p, uint8_t *smem, int lane) {
   const int hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;

@@ -467,7 +467,9 @@ static void print_trace(int npairs) {
       "P  stage0 1st tile issued", "P  stage0 tile j=4 issued", "P  stage1 1st tile issued", "P  stage1 tile j=4 issued",
       "W0 loop top", "W0 stage0 tile8 full", "W0 S_A done", "W0 P_A published", "W0 before PB wait", "W0 PB acquired",
       "W0 PV_B_L issued", "W0 prev PV_B_L done+rel", "W1 loop top", "W1 prev PV_B_R done+rel", "W1 stage1 1st full",
-      "W1 S_B done", "W1 took P_A", "W1 P_B published", "W1 PV_B_R issued", "W1 PV_A_R done+rel"};
+      "W1 S_B done", "W1 took P_A", "W1 P_B published", "W1 PV_B_R issued", "W1 PV_A_R done+rel",
+      "W0 softmax A exp done", "W0 P_A stored", "W0 fence.proxy.async done", "W0 bar.sync WG0 done",
+      "W1 softmax B exp done", "W1 P_B stored", "W1 fence.proxy.async done", "W1 bar.red.or done"};
   const int hi = npairs < SM90_TRACE_PAIRS ? npairs - 2 : SM90_TRACE_PAIRS - 2, lo = 8;
   for (int cta = 0; cta < 2; ++cta) {
     printf("trace CTA %d: median over pairs %d..%d of (slot time - W0 loop top of the same pair), SM clocks\n", cta, lo,
@@ -477,7 +479,7 @@ static void print_trace(int npairs) {
     std::sort(per.begin(), per.end());
     printf("  pair period (W0 loop top to next): median %lld, p10 %lld, p90 %lld\n", per[per.size() / 2],
            per[per.size() / 10], per[per.size() * 9 / 10]);
-    for (int sl = 0; sl < 24; ++sl) {
+    for (int sl = 0; sl < 32; ++sl) {
       if (!names[sl][0]) continue;
       std::vector<long long> v;
       for (int k = lo; k < hi; ++k)

@@ -134,9 +134,6 @@
 #ifndef FMLA_SM90_W1_EARLY_PVA /* WG1 issues PV_A_R right behind S_B, so it runs under WG1's softmax of B */
 #define FMLA_SM90_W1_EARLY_PVA 1
 #endif
-#ifndef FMLA_SM90_LSU_V /* V_R tiles (4..7) of both K stages come by cp.async from two producer warps */
-#define FMLA_SM90_LSU_V 0
-#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -254,12 +251,6 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 
 /* ---- producer: one thread ---- */
 
-/* With FMLA_SM90_LSU_V, K tiles 4..7 of each stage are loaded by cp.async (LSU path) from producer
- * warp 10 (stage 0) / 11 (stage 1) instead of by TMA: the trace shows the TMA unit accepting one
- * 8 KB box per ~250 SM clocks (~32 B/clk per SM, whether the data hits L2 or not), which spreads a
- * stage's 9 tiles over ~2300 clk. Their full barriers count the loading warp's 32 lanes. */
-static __device__ __forceinline__ bool sm90_lsu_tile(int t) { return FMLA_SM90_LSU_V && t >= 4 && t < 8; }
-
 /* Issue the TMA copies of n-block n of request i into stage `stage` (use number `use`), one tile
  * at a time as each tile's empty barrier lets it, and publish (before the stage's first tile) which
  * keys inside L sit on a page id outside [0, num_blocks): those are skipped (never read) and the
@@ -282,7 +273,6 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      if (sm90_lsu_tile(t)) continue;
       mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
@@ -315,7 +305,6 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      if (sm90_lsu_tile(t)) continue;
       mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
@@ -942,68 +931,6 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   }
 }
 
-/* FMLA_SM90_LSU_V: one producer warp loads K tiles 4..7 of every block of stage `stage` with
- * cp.async, into the same swizzled layout the TMA writes (chunk c of row r at c ^ (r % 8)). Walks
- * the same blocks as the producer (stage 0: n = lo, lo+2, ...; stage 1: lo+1, lo+3, ...), waits
- * each tile's empty barrier like it, and arrives on the tile's full barrier (count 32) once its
- * copies have landed and been fenced for the async proxy (wgmma reads them), as WG0 does for P_A.
- * Rows on a page past ceil(L/page) are never looked up and rows on a bad page id are never read:
- * both are zero-filled (the consumers mask those keys anyway). */
-static __device__ __forceinline__ void sm90_lsu_loader(const fmla_kernel_params &p, uint8_t *smem, int stage,
-                                                       int lane) {
-  const int hk = blockIdx.y;
-  const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
-  const uint32_t sbase = smem_u32(smem);
-  const uint32_t kbase = sbase + SM90_OFF_K + stage * SM90_STAGE_BYTES;
-  const uint32_t full = sbase + SM90_OFF_FULL + stage * SM90_NTILES * 8;
-  const uint32_t empty = sbase + SM90_OFF_EMPTY + stage * SM90_NTILES * 8;
-  const char *kc = (const char *)p.k_cache;
-  const int page = p.page_size, ch = lane & 7, rl = lane >> 3; /* rows rl + 4q, q < 16; chunk ch */
-  uint32_t use = 0;
-  for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
-    const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
-    const int npages = (seg.L + page - 1) / page;
-    for (int n = seg.lo + stage; n < seg.hi; n += 2, ++use) {
-      const uint32_t par = (use & 1) ^ 1;
-#pragma unroll 1
-      for (int t = 4; t < 8; ++t) {
-        mbar_wait(empty + t * 8, par, 'E');
-        fence_proxy_async_shared_cta(); /* the tile's last readers were wgmma (async proxy) */
-#pragma unroll 4
-        for (int q = 0; q < 16; ++q) {
-          const int r = rl + 4 * q, key = n * FMLA_BLOCK_N + r, pidx = key / page;
-          const char *src = kc;
-          uint32_t bytes = 0;
-          if (pidx < npages) {
-            const int id = bt[pidx];
-            if ((unsigned)id < (unsigned)p.num_blocks) {
-              src = kc + 2 * ((int64_t)id * p.k_block_stride + (int64_t)(key - pidx * page) * p.k_token_stride +
-                              (int64_t)hk * p.k_head_stride) +
-                    t * 128 + ch * 16;
-              bytes = 16;
-            }
-          }
-          cp_async_cg_16_zfill(kbase + t * SM90_TILE_BYTES + r * 128 + ((ch ^ (r & 7)) << 4), src, bytes);
-        }
-        cp_async_commit_group();
-      }
-      cp_async_wait_group_n<3>();
-      fence_proxy_async_shared_cta();
-      mbarrier_arrive(full + 4 * 8);
-      cp_async_wait_group_n<2>();
-      fence_proxy_async_shared_cta();
-      mbarrier_arrive(full + 5 * 8);
-      cp_async_wait_group_n<1>();
-      fence_proxy_async_shared_cta();
-      mbarrier_arrive(full + 6 * 8);
-      cp_async_wait_group_n<0>();
-      fence_proxy_async_shared_cta();
-      mbarrier_arrive(full + 7 * 8);
-    }
-  }
-}
-
 /* One spare producer warp of M tile 0's CTA, launched only with exactly two M tiles: walks the same
  * pairs as the producer, FMLA_SM90_L2_PF pairs ahead of it (paced by the producer's progress word),
  * and pulls their KV rows (keys inside L, valid pages only) into L2 with plain prefetches, so both
@@ -1055,8 +982,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem);
-    for (int t = 0; t < 2 * SM90_NTILES; ++t)
-      mbarrier_init(sbase + SM90_OFF_FULL + t * 8, sm90_lsu_tile(t % SM90_NTILES) ? 32 : 1);
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
     /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
       mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
@@ -1079,8 +1005,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
     if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, smem);
-    if (FMLA_SM90_LSU_V && (threadIdx.x >> 5) >= (SM90_CONSUMER_THREADS >> 5) + 2)
-      sm90_lsu_loader(p, smem, (threadIdx.x >> 5) - (SM90_CONSUMER_THREADS >> 5) - 2, threadIdx.x & 31);
     if (FMLA_SM90_L2_PF && p.num_m_blocks == 2 && blockIdx.x == 0 &&
         (threadIdx.x >> 5) == (SM90_CONSUMER_THREADS >> 5) + 1)
       sm90_l2_prefetcher(p, smem, threadIdx.x & 31);

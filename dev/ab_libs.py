@@ -2,8 +2,10 @@
 
 Each case's data is made once; each library's flash_mla_decode is swapped into the Python layer in
 turn, captured in its own CUDA graph and timed by bench.py's method (events around one replay,
-median of 30). Rounds alternate the libraries (A B C A B C ...), so a drift of the machine (clocks,
-neighbours) shows up as a difference between rounds, not between libraries. Every library's output
+median of 30). Rounds alternate the libraries and rotate which goes first (A B C, B C A, ...): on
+these machines a case drifted by up to 10% between rounds as the GPU warmed, and the first library
+of a round always had the coolest GPU. For effects of 1-3%, prefer the clock64 trace
+(dev/test_wgmma.cu trace), which counts SM clocks. Every library's output
 is compared with the first library's (max |diff|), so a broken variant cannot look fast.
 
 Usage: PYTHONPATH=python python3 dev/ab_libs.py LIB.so [LIB.so ...] [--cases 0,4,..] [--rounds 2]
@@ -66,9 +68,11 @@ def main():
                 call()
             graphs.append(g)
         times = [[] for _ in funcs]
-        for _ in range(args.rounds):
-            for j, g in enumerate(graphs):
-                times[j].append(timer.median_us([g.replay]))
+        for r in range(args.rounds):
+            # round r starts at library r % n: the first-timed library (coolest GPU) rotates
+            for jj in range(len(graphs)):
+                j = (r + jj) % len(graphs)
+                times[j].append(timer.median_us([graphs[j].replay]))
         diffs = [(o - outs[0]).abs().max().item() for o in outs]
         cells = []
         for j in range(len(funcs)):

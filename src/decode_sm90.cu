@@ -30,8 +30,8 @@
  *        O_L = O_L * exp2(m - m_A) + P_A V_A[:, 0:256]
  *        wait P_B: O_L = O_L * exp2(m_A - m_B) + P_B V_B[:, 0:256]
  *   WG1  issue S_B = Q K_B^T; while it runs: wait P_A, m_A; O_R = O_R * exp2(m - m_A) and queue
- *        O_R += P_A V_A[:, 256:512] behind S_B (v6, FMLA_SM90_W1_EARLY_PVA: it then runs under
- *        this WG's softmax of B instead of after it); m_B = max(m_A, rowmax S_B);
+ *        O_R += P_A V_A[:, 256:512] behind S_B (v6: it then runs under this WG's softmax of B
+ *        instead of after it); m_B = max(m_A, rowmax S_B);
  *        P_B = exp2(S_B - m_B) -> smem (over K_B's RoPE tile, dead once S_B is done), m_B -> smem
  *        O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512]
  *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
@@ -128,12 +128,6 @@
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
 #endif
-#ifndef FMLA_SM90_L2_PF /* a spare producer warp pulls KV blocks this many pairs ahead of the producer into L2 (0: off) */
-#define FMLA_SM90_L2_PF 0
-#endif
-#ifndef FMLA_SM90_W1_EARLY_PVA /* WG1 issues PV_A_R right behind S_B, so it runs under WG1's softmax of B */
-#define FMLA_SM90_W1_EARLY_PVA 1
-#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -172,7 +166,6 @@ __device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
 #define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
 #define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
 #define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
-#define SM90_OFF_PROGRESS (SM90_OFF_FLAG + 4) /* uint32: pairs the producer has started (L2 prefetch pacing) */
 #define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
@@ -667,7 +660,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[1];
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
-#if FMLA_SM90_W1_EARLY_PVA
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
        * PV_B_R retired at the loop top). */
@@ -712,46 +704,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
         sm90_fence_o(o);
         sm90_rescale(o, ab0, ab1);
       }
-#else
-      wgmma_wait<0>();
-      SM90_TR(k, 19, c.wt == 0);
-      sm90_fence_s(s);
-      sm90_fence_o(o);
-
-      float mx0, mx1;
-      sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-      float ma0, ma1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1);
-      SM90_TR(k, 20, c.wt == 0);
-      const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
-      const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
-      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
-      const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
-      float ps0, ps1;
-      sm90_exp(s, rb0, rb1, ps0, ps1);
-
-      sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
-      if (c.quad == 0) {
-        c.sMB[c.r0] = mb0;
-        c.sMB[c.r1] = mb1;
-      }
-      const int in_len = c.L - (n + 1) * 64;
-      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-      if (bad) sm90_zero_v(c.sK1, bad, c.wt);
-      fence_proxy_async_shared_cta();
-      const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
-      if (c.wt == 0) *c.flag = flag;
-      if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
-      SM90_TR(k, 21, c.wt == 0);
-
-      sm90_rescale(o, aa0, aa1);
-      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
-      if (flag) {
-        wgmma_wait<0>();
-        sm90_fence_o(o);
-        sm90_rescale(o, ab0, ab1);
-      }
-#endif
       l0 = l0 * aa0 * ab0 + ps0;
       l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
@@ -918,7 +870,6 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
-      if (FMLA_SM90_L2_PF && p.num_m_blocks == 2) st_shared_b32(sbase + SM90_OFF_PROGRESS, k + 1); /* prefetcher pacing */
       sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
@@ -926,46 +877,6 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
                            empty0 + SM90_NTILES * 8, &zmask[1], policy, k);
         SM90_TR(k, 3, true);
         ++pb;
-      }
-    }
-  }
-}
-
-/* One spare producer warp of M tile 0's CTA, launched only with exactly two M tiles: walks the same
- * pairs as the producer, FMLA_SM90_L2_PF pairs ahead of it (paced by the producer's progress word),
- * and pulls their KV rows (keys inside L, valid pages only) into L2 with plain prefetches, so both
- * M tiles' TMA loads find them there. LSU path: the TMA unit's queue is left to the real loads.
- * Why two M tiles only: the clock64 trace (dev/test_wgmma.cu trace) shows the first K_B tile's
- * load taking ~1400 SM clocks there (half the reads miss L2) and ~500 with the prefetch, pair
- * period -3%; with four M tiles (s_q = 2) three of four reads already hit L2 and the extra
- * requests cost 4% (same trace), with one M tile the same-run A/B was 5-10% slower. */
-static __device__ __forceinline__ void sm90_l2_prefetcher(const fmla_kernel_params &p, uint8_t *smem, int lane) {
-  const int hk = blockIdx.y;
-  const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
-  const volatile uint32_t *progress = (const volatile uint32_t *)(smem + SM90_OFF_PROGRESS);
-  const char *kc = (const char *)p.k_cache;
-  const int page = p.page_size;
-  uint32_t k = 0;
-  /* meta[2] re-read per segment (L1 hit): one register less under the producer's 40 */
-  for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
-    const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
-    for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      if ((int)k >= FMLA_SM90_L2_PF)
-        while (*progress < k - FMLA_SM90_L2_PF + 1) __nanosleep(64);
-      for (int b = 0; b < 2 && n + b < seg.hi; ++b) {
-        const int key0 = (n + b) * FMLA_BLOCK_N;
-#pragma unroll 1
-        for (int h = 0; h < 2; ++h) {
-          const int key = key0 + lane + 32 * h;
-          if (key >= seg.L) continue;
-          const int id = bt[key / page];
-          if ((unsigned)id >= (unsigned)p.num_blocks) continue;
-          const char *row = kc + 2 * ((int64_t)id * p.k_block_stride + (int64_t)(key % page) * p.k_token_stride +
-                                      (int64_t)hk * p.k_head_stride);
-#pragma unroll
-          for (int c = 0; c < 9; ++c) prefetch_global_l2(row + 128 * c);
-        }
       }
     }
   }
@@ -991,7 +902,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
-    if (FMLA_SM90_L2_PF) *(uint32_t *)(smem + SM90_OFF_PROGRESS) = 0;
     fence_mbarrier_init_release_cluster();
     fence_proxy_async_shared_cta();
   }
@@ -1005,9 +915,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
     if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, smem);
-    if (FMLA_SM90_L2_PF && p.num_m_blocks == 2 && blockIdx.x == 0 &&
-        (threadIdx.x >> 5) == (SM90_CONSUMER_THREADS >> 5) + 1)
-      sm90_l2_prefetcher(p, smem, threadIdx.x & 31);
   } else {
     setmaxnreg_inc<232>();
     sm90_consumer<kFp16>(p, smem);

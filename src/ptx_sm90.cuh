@@ -93,11 +93,6 @@ static __device__ __forceinline__ void cp_async_bulk_tensor_4d_g2s(uint32_t dst,
       : "memory");
 }
 
-/* 9.7.9.15 prefetch: bring the line holding addr into L2 (a hint; no register result, LSU path). */
-static __device__ __forceinline__ void prefetch_global_l2(const void *addr) {
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(addr));
-}
-
 /* 9.7.9.27 prefetch.tensormap: pull the descriptor (a kernel parameter) into the TMA unit's cache. */
 static __device__ __forceinline__ void prefetch_tensormap(const CUtensorMap *map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");

@@ -147,9 +147,30 @@ __device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
     if ((cond) && blockIdx.y == 0 && blockIdx.z == 0 && blockIdx.x < 2 && (unsigned)(k) < SM90_TRACE_PAIRS) \
       g_sm90_trace[blockIdx.x][k][slot] = clock64();                                                        \
   } while (0)
+/* Per-CTA stamps (thread 0): [0] globaltimer at entry, [1] clock64 at entry, [2] globaltimer at the
+ * consumers' end, [3] clock64 there, [4] segments, [5] pairs, [6] clock64 after griddepcontrol.wait,
+ * [8 + 4s + 0..3] segment s: clock64 at its top, Q ready, body done, epilogue done (s < 14).
+ * Read by fmla_debug_cta_trace (exported in trace builds only; dev/cta_trace.py). */
+#define SM90_CTA_MAX 1024
+#define SM90_CTA_SLOTS 64
+__device__ long long g_sm90_cta[SM90_CTA_MAX][SM90_CTA_SLOTS];
+static __device__ __forceinline__ long long sm90_gtimer(void) {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+#define SM90_CT(slot, val)                                                                         \
+  do {                                                                                             \
+    const unsigned b_ = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);            \
+    if (threadIdx.x == 0 && b_ < SM90_CTA_MAX && (unsigned)(slot) < SM90_CTA_SLOTS)                \
+      g_sm90_cta[b_][slot] = (val);                                                                \
+  } while (0)
 #else
 #define SM90_TR(k, slot, cond) \
   do {                         \
+  } while (0)
+#define SM90_CT(slot, val) \
+  do {                     \
   } while (0)
 #endif
 
@@ -171,7 +192,9 @@ __device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
 #define SM90_OFF_PB_READY (SM90_OFF_PA_READY + 8)
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
-#define SM90_SMEM_USED (SM90_OFF_PA_FREE + 8)
+#define SM90_OFF_Q_FULL (SM90_OFF_PA_FREE + 8)     /* Q tile landed (TMA bytes) */
+#define SM90_OFF_Q_FREE (SM90_OFF_Q_FULL + 8)      /* every consumer warp is past its last S of the segment */
+#define SM90_SMEM_USED (SM90_OFF_Q_FREE + 8)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
@@ -387,6 +410,59 @@ static __device__ __forceinline__ uint32_t sm90_pack2(float a, float b, int fp16
   return *(const uint32_t *)&h;
 }
 
+/* Epilogue stores of one row of a WG's O half (o[4cc + 2h + e] = row r0 + 8h, column 8cc + 2q + e of
+ * the half, q = lane % 4), as 16-byte stores: per group of 4 column chunks (cc = 4j + u) the quad
+ * transposes its 4 x 4 (chunk u, thread q) pairs in two butterfly steps (shuffles over lane ^ 1, then
+ * lane ^ 2), after which thread q holds columns 8(4j + q) .. + 7 (bf16/fp16: 16 bytes) or, for fp32,
+ * after the first step, columns 8(4j + u) + 4(q / 2) .. + 3 for u = q % 2 and q % 2 + 2. A warp's
+ * store then writes 64 or 32 contiguous bytes per row instead of 16 or 32 with 4x / 2x the
+ * instructions: the epilogue was bound by the LSU's one line per row per store (dev/cta_trace.py). */
+template <int kFp16>
+static __device__ __forceinline__ void sm90_store_row16(char *row, const float *o, int h, float inv, int quad,
+                                                        bool valid) {
+  const int b = quad & 1, c = quad >> 1;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    uint32_t w[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) w[u] = sm90_pack2(o[4 * (4 * j + u) + 2 * h] * inv, o[4 * (4 * j + u) + 2 * h + 1] * inv, kFp16);
+    const uint32_t r0 = __shfl_xor_sync(0xffffffffu, b ? w[0] : w[1], 1);
+    const uint32_t r1 = __shfl_xor_sync(0xffffffffu, b ? w[2] : w[3], 1);
+    const uint32_t k0 = b ? w[1] : w[0], k1 = b ? w[3] : w[2];
+    /* x[v]: columns 8(4j + b + 2v) + 4c .. + 3 as (lo, hi) */
+    const uint32_t x0lo = b ? r0 : k0, x0hi = b ? k0 : r0, x1lo = b ? r1 : k1, x1hi = b ? k1 : r1;
+    const uint32_t slo = c ? x0lo : x1lo, shi = c ? x0hi : x1hi; /* send x[c ^ 1] */
+    const uint32_t glo = __shfl_xor_sync(0xffffffffu, slo, 2), ghi = __shfl_xor_sync(0xffffffffu, shi, 2);
+    const uint32_t klo = c ? x1lo : x0lo, khi = c ? x1hi : x0hi; /* keep x[c]: unit b + 2c = quad */
+    uint4 v;
+    v.x = c ? glo : klo;
+    v.y = c ? ghi : khi;
+    v.z = c ? klo : glo;
+    v.w = c ? khi : ghi;
+    if (valid) *(uint4 *)(row + 2 * 8 * (4 * j + quad)) = v;
+  }
+}
+
+static __device__ __forceinline__ void sm90_store_row32(float *row, const float *o, int h, float inv, int quad,
+                                                        bool valid) {
+  const int b = quad & 1, c = quad >> 1;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    float2 f[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) f[u] = make_float2(o[4 * (4 * j + u) + 2 * h] * inv, o[4 * (4 * j + u) + 2 * h + 1] * inv);
+#pragma unroll
+    for (int v = 0; v < 2; ++v) {
+      const float2 send = b ? f[2 * v] : f[2 * v + 1], keep = b ? f[2 * v + 1] : f[2 * v];
+      float2 got;
+      got.x = __shfl_xor_sync(0xffffffffu, send.x, 1);
+      got.y = __shfl_xor_sync(0xffffffffu, send.y, 1);
+      const float4 out = b ? make_float4(got.x, got.y, keep.x, keep.y) : make_float4(keep.x, keep.y, got.x, got.y);
+      if (valid) *(float4 *)(row + 8 * (4 * j + 2 * v + b) + 4 * c) = out;
+    }
+  }
+}
+
 /* This thread's P values (rows r0 = 16*warp + lane/4 and r0 + 8, keys 8c + 2*(lane%4) + {0,1})
  * into the swizzled K-major P tile: key chunk c of row r sits at chunk c ^ (r % 8). The 8 rows of
  * a store land in 8 different chunks: no bank conflict. */
@@ -490,7 +566,7 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
-  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free;
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, q_free;
   float *sMA, *sMB;
   const volatile uint64_t *zmask;
   volatile uint32_t *flag;
@@ -527,6 +603,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
     wgmma_wait<0>(); /* S_A */
     SM90_TR(k, 10, c.wt == 0);
+    if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
     sm90_fence_s(s);
     sm90_fence_o(o);
     sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
@@ -653,6 +730,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       pend_b = false;
     }
     SM90_TR(k, 17, c.wt == 0);
+    /* The last pair without a B: this WG's S reads of the segment are over (the earlier S_B waited). */
+    if (n + 2 >= seg.hi && !has_b && c.lane == 0) mbarrier_arrive(c.q_free);
     if (has_b) {
       const uint32_t par1 = pb & 1;
       float s[32];
@@ -672,6 +751,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<1>(); /* S_B (PV_A_R keeps running) */
       SM90_TR(k, 19, c.wt == 0);
+      if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read */
       sm90_fence_s(s);
 
       float mx0, mx1;
@@ -741,7 +821,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
 }
 
 template <int kFp16>
-static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem) {
+static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem, int q_tma) {
   const int tid = threadIdx.x; /* 0..255 */
   const int wg = tid >> 7, warp = (tid >> 5) & 3;
   const int m_block = blockIdx.x, hk = blockIdx.y;
@@ -760,6 +840,11 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.pa_ready = sbase + SM90_OFF_PA_READY;
   c.pb_ready = sbase + SM90_OFF_PB_READY;
   c.pa_free = sbase + SM90_OFF_PA_FREE;
+  c.q_free = sbase + SM90_OFF_Q_FREE;
+  const uint32_t q_full = sbase + SM90_OFF_Q_FULL;
+  /* 16-byte output stores need a 16-byte aligned out and strides of whole 8-element chunks */
+  const bool out16 = !(((uintptr_t)p.out & 15) | (p.out_batch_stride & 7) | (p.out_seq_stride & 7) | (p.out_head_stride & 7));
+  uint32_t nq = 0; /* segments with keys so far: Q tiles taken (q_full phase) */
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
@@ -774,18 +859,33 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t k = 0, pb = 0; /* pairs so far, pairs with a B so far (barrier phases) */
+#if FMLA_SM90_TRACE
+  int nseg = 0;
+#endif
   for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
     const int L = seg.L;
     c.L = L;
-    /* Previous segment: every S wgmma (Q reads) and the lsum reads are over. */
-    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-    if (seg.lo < seg.hi) {
-      sm90_load_q(p, c.sQ, i, hk, m_block, tid, SM90_CONSUMER_THREADS);
-      cp_async_wait_all();
-      fence_proxy_async_shared_cta();
+#if FMLA_SM90_TRACE
+    const int ts = nseg < 14 ? 8 + 4 * nseg : SM90_CTA_SLOTS;
+    ++nseg;
+    SM90_CT(ts, clock64());
+#endif
+    if (q_tma) {
+      /* The producer loaded this segment's Q tile by TMA as soon as the previous segment's last S
+       * was done (q_free), under that segment's last PVs and epilogue. */
+      if (seg.lo < seg.hi) mbar_wait(q_full, nq++ & 1, 'Q');
+    } else {
+      /* Previous segment: every S wgmma (Q reads) and the lsum reads are over. */
       bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
+      if (seg.lo < seg.hi) {
+        sm90_load_q(p, c.sQ, i, hk, m_block, tid, SM90_CONSUMER_THREADS);
+        cp_async_wait_all();
+        fence_proxy_async_shared_cta();
+        bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
+      }
     }
+    SM90_CT(ts + 1, clock64());
     /* Key limits of this thread's two rows; m = running max of the scaled log2 scores (-inf: none yet). */
     {
       const int g0 = m_block * 64 + c.r0, g1 = m_block * 64 + c.r1;
@@ -803,6 +903,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
       sm90_wg0_segment<kFp16>(c, seg, o, m0, m1, l0, l1, k, pb);
     else
       sm90_wg1_segment<kFp16>(c, seg, o, m0, m1, l0, l1, k, pb);
+    SM90_CT(ts + 2, clock64());
 
     /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
     const int quad = c.quad, r0 = c.r0, r1 = c.r1;
@@ -822,37 +923,46 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
     const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
-    const int col0 = wg * 256 + 2 * quad;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = half ? r1 : r0;
       const int gr = m_block * 64 + r;
-      if (gr >= p.rows) continue;
+      /* Padding rows (gr >= rows) store nothing, but take part in the quad's shuffles. */
+      const bool valid = gr < p.rows;
       const float inv = half ? inv1 : inv0, l = half ? l1 : l0, m = half ? m1 : m0;
       const int t = gr / p.ngroups, h = hk * p.ngroups + (gr - t * p.ngroups);
       if (nsplit <= 1) {
-        uint32_t *dst = (uint32_t *)((char *)p.out + 2 * ((int64_t)i * p.out_batch_stride +
-                                                          (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride));
+        char *dst = (char *)p.out + 2 * ((int64_t)i * p.out_batch_stride + (int64_t)t * p.out_seq_stride +
+                                         (int64_t)h * p.out_head_stride + wg * 256);
+        if (out16) {
+          sm90_store_row16<kFp16>(dst, o, half, inv, quad, valid);
+        } else if (valid) { /* out not 16-byte aligned or strides not multiples of 8: 4-byte stores */
+          uint32_t *d32 = (uint32_t *)dst;
 #pragma unroll
-        for (int cc = 0; cc < 32; ++cc)
-          dst[(col0 + 8 * cc) >> 1] = sm90_pack2(o[4 * cc + 2 * half] * inv, o[4 * cc + 2 * half + 1] * inv, kFp16);
-        if (wg == 0 && quad == 0)
+          for (int cc = 0; cc < 32; ++cc)
+            d32[quad + 4 * cc] = sm90_pack2(o[4 * cc + 2 * half] * inv, o[4 * cc + 2 * half + 1] * inv, kFp16);
+        }
+        if (valid && wg == 0 && quad == 0)
           p.lse[((int64_t)i * p.num_heads_q + h) * p.seqlen_q + t] = l > 0.f ? m * SM90_LN2 + logf(l) : INFINITY;
       } else {
         const int64_t slot_row = ((int64_t)(p.num_splits[i] + seg.split) * p.num_heads_k + hk) * p.rows + gr;
-        float2 *dst = (float2 *)(p.o_accum + slot_row * FMLA_HEAD_DIM_V);
-#pragma unroll
-        for (int cc = 0; cc < 32; ++cc)
-          dst[(col0 + 8 * cc) >> 1] = make_float2(o[4 * cc + 2 * half] * inv, o[4 * cc + 2 * half + 1] * inv);
-        if (wg == 0 && quad == 0) p.lse_accum[slot_row] = l > 0.f ? m * SM90_LN2 + logf(l) : -INFINITY;
+        sm90_store_row32(p.o_accum + slot_row * FMLA_HEAD_DIM_V + wg * 256, o, half, inv, quad, valid);
+        if (valid && wg == 0 && quad == 0) p.lse_accum[slot_row] = l > 0.f ? m * SM90_LN2 + logf(l) : -INFINITY;
       }
     }
+    SM90_CT(ts + 3, clock64());
   }
+#if FMLA_SM90_TRACE
+  SM90_CT(2, sm90_gtimer());
+  SM90_CT(3, clock64());
+  SM90_CT(4, nseg);
+  SM90_CT(5, k);
+#endif
 }
 
 template <int kFp16>
 static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p, const CUtensorMap *map,
-                                                     uint8_t *smem) {
+                                                     const CUtensorMap *qmap, int q_tma, uint8_t *smem) {
   const int hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
   const uint32_t sbase = smem_u32(smem);
@@ -864,10 +974,24 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
    * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
   const uint64_t policy =
       p.num_m_blocks == 1 ? createpolicy_fractional_l2_evict_first() : createpolicy_fractional_l2_evict_normal();
-  uint32_t k = 0, pb = 0; /* same counters as the consumers */
+  uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
   /* meta[2] re-read per segment (an L1 hit): keeps the producer within its 40 registers */
   for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
     const sm90_segment seg = sm90_get_segment(p, meta, i);
+    if (q_tma && seg.lo < seg.hi) {
+      /* Q tile of (request i, KV head hk, M tile): 9 boxes of 64 columns x 64 rows, the rows as
+       * (group, position) with rows past s_q zero-filled by TMA; see sm90_make_q_map. */
+      if (nq) mbar_wait(sbase + SM90_OFF_Q_FREE, (nq - 1) & 1, 'q');
+      ++nq;
+      const uint32_t qf = sbase + SM90_OFF_Q_FULL;
+      mbarrier_arrive_expect_tx(qf, SM90_STAGE_BYTES);
+      const int r0 = blockIdx.x * 64;
+      const int ng = p.ngroups;
+      const int g0 = ng >= 64 ? r0 % ng : 0, t0 = r0 / ng;
+#pragma unroll 1
+      for (int t = 0; t < SM90_NTILES; ++t)
+        cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
+    }
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
       sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
@@ -886,11 +1010,16 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
 
 template <int kFp16>
 __global__ void __launch_bounds__(SM90_THREADS, 1)
-    fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k) {
+    fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k,
+                            const __grid_constant__ CUtensorMap tmap_q, int q_tma) {
 #if FMLA_SM90_DEVICE
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   /* 128-byte swizzle atoms must start on 1024-byte boundaries (descriptor base offset 0, TMA). */
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+#if FMLA_SM90_TRACE
+  SM90_CT(0, sm90_gtimer());
+  SM90_CT(1, clock64());
+#endif
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem);
     for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
@@ -900,24 +1029,30 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_Q_FULL, 1);    /* the producer's expect_tx */
+    mbarrier_init(sbase + SM90_OFF_Q_FREE, 8);    /* one per consumer warp per segment with keys */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
     fence_mbarrier_init_release_cluster();
     fence_proxy_async_shared_cta();
   }
-  if (threadIdx.x == SM90_CONSUMER_THREADS) prefetch_tensormap(&tmap_k);
+  if (threadIdx.x == SM90_CONSUMER_THREADS) {
+    prefetch_tensormap(&tmap_k);
+    if (q_tma) prefetch_tensormap(&tmap_q);
+  }
   __syncthreads();
   /* PDL: nothing written by an earlier kernel (metadata, lengths, q, cache) is read before this. */
   griddepcontrol_wait();
+  SM90_CT(6, clock64());
   /* Let the combine grid get onto SMs this grid leaves idle (its CTAs wait for our completion):
    * hides its launch latency on small steps; every CTA of ours is resident by then. */
   if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents();
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
-    if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, smem);
+    if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
     setmaxnreg_inc<232>();
-    sm90_consumer<kFp16>(p, smem);
+    sm90_consumer<kFp16>(p, smem, q_tma);
   }
 #endif
 }
@@ -1312,6 +1447,32 @@ static flash_mla_status_t sm90_make_k_map(const fmla_kernel_params *p, CUtensorM
   return FLASH_MLA_SUCCESS;
 }
 
+/* Q as a 5-D tensor (576 [inner], group g, KV head, query position t, request), so that the 64 rows
+ * of an M tile, row r = (t - t0) * ng + g, are one box: (64, 64, 1, 1, 1) when the group count ng
+ * is a multiple of 64 (the tile is 64 groups of one position), (64, ng, 1, 64 / ng, 1) when ng
+ * divides 64 (the tile is whole positions; rows past s_q fall outside the tensor and TMA fills them
+ * with zeros). Returns 0 (the consumers then load Q with cp.async) for any other ng or for strides
+ * TMA cannot take. */
+static int sm90_make_q_map(const fmla_kernel_params *p, CUtensorMap *map) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = sm90_load_encode_fn();
+  const int ng = p->ngroups;
+  if (!encode || ng <= 0 || (ng % 64 != 0 && 64 % ng != 0)) return 0;
+  cuuint64_t dims[5] = {FMLA_HEAD_DIM_K, (cuuint64_t)ng, (cuuint64_t)p->num_heads_k, (cuuint64_t)p->seqlen_q,
+                        (cuuint64_t)p->batch};
+  cuuint64_t strides[4];
+  if (!sm90_tma_stride(p->q_head_stride, ng, &strides[0]) ||
+      !sm90_tma_stride(p->q_head_stride * ng, p->num_heads_k, &strides[1]) ||
+      !sm90_tma_stride(p->q_seq_stride, p->seqlen_q, &strides[2]) ||
+      !sm90_tma_stride(p->q_batch_stride, p->batch, &strides[3]))
+    return 0;
+  cuuint32_t box[5] = {64, (cuuint32_t)(ng < 64 ? ng : 64), 1, (cuuint32_t)(ng < 64 ? 64 / ng : 1), 1};
+  cuuint32_t estr[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode(map, p->dtype == FLASH_MLA_DTYPE_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                            5, (void *)p->q, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
 /* Checks only the launcher can make: device, page size, what TMA and the vector copies need. The
  * device and its compute capability come from api.c (cached there per device). */
 static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
@@ -1341,10 +1502,10 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
 
 /* Launch one of the kernels with `smem` bytes of dynamic shared memory and PDL. The shared-memory
  * attribute is applied once per device (a bit per device in *attr_set; devices >= 64 every time). */
-template <typename Kernel>
+template <typename Kernel, typename... Args>
 static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned long long> *attr_set, dim3 grid,
-                                             int threads, int smem, const fmla_kernel_params *p, const CUtensorMap *map,
-                                             int device, cudaStream_t stream, const char *name) {
+                                             int threads, int smem, int device, cudaStream_t stream, const char *name,
+                                             Args... args) {
   const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
   if (!bit || !(attr_set->load(std::memory_order_acquire) & bit)) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -1363,7 +1524,7 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, *p, *map);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper %s launch failed: %s", name, cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;
@@ -1372,9 +1533,12 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0};
+  CUtensorMap qmap;
+  memset(&qmap, 0, sizeof qmap);
+  const int q_tma = sm90_make_q_map(p, &qmap);
   return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
                             dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
-                            SM90_THREADS, SM90_SMEM_BYTES, p, map, device, stream, "kernel");
+                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qmap, q_tma);
 }
 
 template <int kFp16, int kN>
@@ -1382,7 +1546,7 @@ static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorM
   static std::atomic<unsigned long long> attr_set{0};
   return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set,
                             dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts), NW_THREADS,
-                            nw_layout<kN>::bytes, p, map, device, stream, "narrow kernel");
+                            nw_layout<kN>::bytes, device, stream, "narrow kernel", *p, *map);
 }
 
 extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {
@@ -1419,3 +1583,15 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
 }
 
 extern "C" int fmla_hopper_built(void) { return 1; }
+
+#if FMLA_SM90_TRACE
+/* Trace builds only (diagnostics, dev/cta_trace.py): copy out / clear the per-CTA stamps. */
+extern "C" __attribute__((visibility("default"))) int fmla_debug_cta_trace(void *dst, int clear) {
+  if (clear) {
+    void *a = NULL;
+    const cudaError_t e = cudaGetSymbolAddress(&a, g_sm90_cta);
+    return e != cudaSuccess ? (int)e : (int)cudaMemset(a, 0, sizeof g_sm90_cta);
+  }
+  return (int)cudaMemcpyFromSymbol(dst, g_sm90_cta, sizeof g_sm90_cta);
+}
+#endif

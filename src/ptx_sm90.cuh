@@ -93,6 +93,17 @@ static __device__ __forceinline__ void cp_async_bulk_tensor_4d_g2s(uint32_t dst,
       : "memory");
 }
 
+/* The same for a 5-D tensor map (the Q tile: columns, group, KV head, query position, request). */
+static __device__ __forceinline__ void cp_async_bulk_tensor_5d_g2s(uint32_t dst, const CUtensorMap *map, int c0,
+                                                                    int c1, int c2, int c3, int c4, uint32_t bar,
+                                                                    uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(bar), "l"(policy)
+      : "memory");
+}
+
 /* 9.7.9.27 prefetch.tensormap: pull the descriptor (a kernel parameter) into the TMA unit's cache. */
 static __device__ __forceinline__ void prefetch_tensormap(const CUtensorMap *map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");

@@ -97,9 +97,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     if (threadIdx.x == SM90_CONSUMER_THREADS) {
       const uint64_t pol = createpolicy_fractional_l2_evict_normal();
       uint64_t *zm = (uint64_t *)(smem + SM90_OFF_ZMASK);
-      sm90_produce_block(p, &map, 0, hk, 0, 64, 0, 0, sK, full0, empty0, &zm[0], pol, 0, SM90_NTILES, false);
+      sm90_produce_block(p, &map, 0, hk, 0, 64, 0, 0, sK, full0, empty0, &zm[0], pol);
       sm90_produce_block(p, &map, 0, hk, 0, 64, 1, 0, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                         empty0 + SM90_NTILES * 8, &zm[1], pol, 0, SM90_NTILES, false);
+                         empty0 + SM90_NTILES * 8, &zm[1], pol);
     }
     return;
   }
@@ -462,13 +462,14 @@ static int run_decode(const dcase &c, int verbose) {
 static void print_trace(int npairs) {
   static long long tr[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
   CK(cudaMemcpyFromSymbol(tr, g_sm90_trace, sizeof tr));
-  static const char *names[SM90_TRACE_SLOTS] = { /* v7 schedule (src/decode_sm90.cu) */
+  static const char *names[SM90_TRACE_SLOTS] = {
       "P  before stage0 block", "P  stage0 all 9 issued", "", "P  stage1 all 9 issued",
       "P  stage0 1st tile issued", "P  stage0 tile j=4 issued", "P  stage1 1st tile issued", "P  stage1 tile j=4 issued",
-      "W0 loop top", "", "W0 S_A done", "W0 PV_A_L issued", "W0 pb_ready acquired", "W0 b_max acquired",
-      "W0 PV_B_L issued", "", "W1 loop top", "", "", "W1 S_B done", "", "W1 PV_A_R issued",
-      "W1 PV_B_R issued, P_B out", "W1 PV_B_R done", "W0 softmax A exp done", "W0 P_A stored (pa_ready)", "", "",
-      "W1 softmax B exp done", "", "", ""};
+      "W0 loop top", "W0 stage0 tile8 full", "W0 S_A done", "W0 P_A published", "W0 before PB wait", "W0 PB acquired",
+      "W0 PV_B_L issued", "W0 prev PV_B_L done+rel", "W1 loop top", "W1 prev PV_B_R done+rel", "W1 stage1 1st full",
+      "W1 S_B done", "W1 took P_A", "W1 P_B published", "W1 PV_B_R issued", "W1 PV_A_R done+rel",
+      "W0 softmax A exp done", "W0 P_A stored", "W0 fence.proxy.async done", "W0 bar.sync WG0 done",
+      "W1 softmax B exp done", "W1 P_B stored", "W1 fence.proxy.async done", "W1 bar.red.or done"};
   const int hi = npairs < SM90_TRACE_PAIRS ? npairs - 2 : SM90_TRACE_PAIRS - 2, lo = 8;
   for (int cta = 0; cta < 2; ++cta) {
     printf("trace CTA %d: median over pairs %d..%d of (slot time - W0 loop top of the same pair), SM clocks\n", cta, lo,

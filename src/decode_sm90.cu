@@ -182,21 +182,19 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_Q 0
 #define SM90_OFF_K (SM90_OFF_Q + SM90_STAGE_BYTES)
 #define SM90_OFF_PA (SM90_OFF_K + 2 * SM90_STAGE_BYTES)
-#define SM90_OFF_MA (SM90_OFF_PA + SM90_TILE_BYTES)    /* float [2][64]: m_A per row, by pair parity */
-#define SM90_OFF_MB (SM90_OFF_MA + 512)                /* float [64]: m_B per row */
+#define SM90_OFF_MA (SM90_OFF_PA + SM90_TILE_BYTES)    /* float [64]: m_A per row */
+#define SM90_OFF_MB (SM90_OFF_MA + 256)                /* float [64]: m_B per row */
 #define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
 #define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
-#define SM90_OFF_FULL (SM90_OFF_ZMASK + 16)            /* uint64 mbarrier [2][9] */
+#define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
+#define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
 #define SM90_OFF_PB_READY (SM90_OFF_PA_READY + 8)
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
 #define SM90_OFF_Q_FULL (SM90_OFF_PA_FREE + 8)     /* Q tile landed (TMA bytes) */
 #define SM90_OFF_Q_FREE (SM90_OFF_Q_FULL + 8)      /* every consumer warp is past its last S of the segment */
-#define SM90_OFF_A_MAX (SM90_OFF_Q_FREE + 8)       /* WG0 -> WG1: m_A published */
-#define SM90_OFF_B_MAX (SM90_OFF_A_MAX + 8)        /* WG1 -> WG0: m_B published */
-#define SM90_OFF_SA_ISSUED (SM90_OFF_B_MAX + 8)    /* WG0 -> WG1: S_A queued */
-#define SM90_SMEM_USED (SM90_OFF_SA_ISSUED + 8)
+#define SM90_SMEM_USED (SM90_OFF_Q_FREE + 8)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
@@ -263,13 +261,9 @@ static __device__ __forceinline__ uint64_t sm90_key_mask(int a, int b) {
 
 /* Column tiles of stage s in the order the producer fills them and S reads them: stage 0 starts
  * with the RoPE tile, the first one its consumers give back (right after S_A). */
-/* Stage 1 starts with V_B[:, 256:512] (tiles 4-7), which PV_B_R gives back before PV_B_L gives
- * back tiles 0-3 and the RoPE/P_B tile 8 (v7 schedule). */
 static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
-  return stage == 0 ? (j == 0 ? 8 : j - 1) : (j + 4) % 9;
+  return stage == 0 ? (j == 0 ? 8 : j - 1) : j;
 }
-/* The narrow kernel's order: both stages are read the same way, block after block. */
-static __device__ __forceinline__ int nw_tile_order(int stage, int j) { return stage == 0 ? (j == 0 ? 8 : j - 1) : j; }
 
 /* ---- producer: one thread ---- */
 
@@ -280,8 +274,7 @@ static __device__ __forceinline__ int nw_tile_order(int stage, int j) { return s
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
-                                                          uint64_t *zmask_slot, uint64_t policy, int j0, int j1,
-                                                          bool narrow, int trk = -1) {
+                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1) {
   (void)trk;
   const int page = p.page_size;
   const int key0 = n * FMLA_BLOCK_N;
@@ -294,8 +287,8 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
     const int id = bt[pidx];
     const bool ok = (unsigned)id < (unsigned)p.num_blocks;
 #pragma unroll 1
-    for (int j = j0; j < j1; ++j) {
-      const int t = narrow ? nw_tile_order(stage, j) : sm90_tile_order(stage, j);
+    for (int j = 0; j < SM90_NTILES; ++j) {
+      const int t = sm90_tile_order(stage, j);
       mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
@@ -326,8 +319,8 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
     const uint32_t box_bytes = (uint32_t)page * 128u;
     const uint32_t bytes = (uint32_t)__popc(okbits) * box_bytes;
 #pragma unroll 1
-    for (int j = j0; j < j1; ++j) {
-      const int t = narrow ? nw_tile_order(stage, j) : sm90_tile_order(stage, j);
+    for (int j = 0; j < SM90_NTILES; ++j) {
+      const int t = sm90_tile_order(stage, j);
       mbar_wait(empty + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
@@ -376,13 +369,12 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
 template <int kFp16, int kStage>
-static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
-                                               uint32_t arrive_bar = 0, int lane = 0) {
+static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
-    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : (j + 4) % 9; /* sm90_tile_order, as a constant */
+    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
     mbar_wait(full + t * 8, parity, 'F');
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
 #pragma unroll
@@ -390,7 +382,6 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
       const uint64_t off = (uint64_t)((t * SM90_TILE_BYTES + kk * 32) >> 4);
       wgmma_m64n64k16_ss<kFp16>(s, dq + off, dk + off, j != 0 || kk != 0);
     }
-    if (j == 4 && arrive_bar && lane == 0) mbarrier_arrive(arrive_bar); /* the first 5 tiles are queued */
   }
   wgmma_commit_group();
 }
@@ -575,176 +566,129 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
-  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1;
-  uint32_t a_max, b_max, sa_issued, pa_ready, pb_ready, pa_free, q_free;
-  float *sMA, *sMB; /* sMA: [2][64] by pair parity */
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, q_free;
+  float *sMA, *sMB;
   const volatile uint64_t *zmask;
+  volatile uint32_t *flag;
   float sl2;
   int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
 } sm90_ctx;
 
-/* Pack a row pair's scores into the A fragments of a P.V wgmma (4 k-steps of 16 keys): k-step kk
- * takes accumulator chunks 2kk (keys 16kk + 2q + {0,1}) and 2kk + 1 (keys + 8), rows r0 and r0 + 8.
- * f0 / f1 scale rows r0 / r0 + 8. */
-template <int kFp16>
-static __device__ __forceinline__ void sm90_pack_p(uint32_t *pk, const float *s, float f0, float f1) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    pk[4 * kk + 0] = sm90_pack2(s[8 * kk + 0] * f0, s[8 * kk + 1] * f0, kFp16);
-    pk[4 * kk + 1] = sm90_pack2(s[8 * kk + 2] * f1, s[8 * kk + 3] * f1, kFp16);
-    pk[4 * kk + 2] = sm90_pack2(s[8 * kk + 4] * f0, s[8 * kk + 5] * f0, kFp16);
-    pk[4 * kk + 3] = sm90_pack2(s[8 * kk + 6] * f1, s[8 * kk + 7] * f1, kFp16);
-  }
-}
-
-/* Packed P fragments into the swizzled K-major P tile (key chunk c of row r at chunk c ^ (r % 8)). */
-static __device__ __forceinline__ void sm90_store_pk(uint32_t sP, const uint32_t *pk, int r0, int quad) {
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const int kk = c >> 1, sub = c & 1;
-    st_shared_b32(sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad, pk[4 * kk + 2 * sub]);
-    st_shared_b32(sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad, pk[4 * kk + 2 * sub + 1]);
-  }
-}
-
-/* O_half += P (registers) . V[:, half*256 .. +256] of the stage at kbase. */
-template <int kFp16>
-static __device__ __forceinline__ void sm90_pv_rs(float *o, const uint32_t *pk, uint32_t kbase, int half) {
-  const uint64_t dv = wgmma_desc_sw128(kbase + half * 4 * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
-  wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma_m64n256k16_rs<kFp16, 1>(o, pk + 4 * kk, dv + (uint64_t)(kk * 128), 1);
-  wgmma_commit_group();
-}
-
-/* m of rows r0 / r0 + 8 as published by the other WG's quad leaders (only they read; shared in the quad). */
-static __device__ __forceinline__ void sm90_read_m(const sm90_ctx &c, const float *sM, float &m0, float &m1) {
-  m0 = c.quad == 0 ? sM[c.r0] : 0.f;
-  m1 = c.quad == 0 ? sM[c.r1] : 0.f;
-  m0 = __shfl_sync(0xffffffffu, m0, c.lane & ~3);
-  m1 = __shfl_sync(0xffffffffu, m1, c.lane & ~3);
-}
-
-/*
- * v7 pair schedule (FlashMLA's order, our producer warp): each WG multiplies its own block's P
- * straight from registers first (RS wgmma) and the other WG's P from shared memory second, and the
- * next pair's two S GEMMs are queued back to back after all four PVs:
- *   tensor  | S_A | S_B | PV_A_L (RS) | PV_B_R (RS) | PV_A_R (SS) | PV_B_L (SS) | S_A' | S_B' | ...
- *   WG0     softmax A under S_B; issues PV_A_L; waits m_B; stores P_A * 2^(m_A - m_B) for WG1
- *   WG1     softmax B (needs m_A only) under PV_A_L; issues PV_B_R, stores P_B, issues PV_A_R
- * Every PV is accumulated at the pair's final max m_B: WG1 rescales O_R once to m_B before its
- * PVs, WG0 rescales O_L to m_A before PV_A_L and by 2^(m_A - m_B) before PV_B_L, and the P_A that
- * WG1 reads is pre-scaled to m_B. K tiles go back in the order the PVs retire, and the producer
- * refills them in that order (sm90_producer): stage 0 RoPE after S_A, V_A_L after PV_A_L, V_B_R
- * after PV_B_R, V_A_R after PV_A_R, V_B_L and stage 1's RoPE (where P_B lives) after PV_B_L. S_A'
- * reads stage 0 as 8, 0..7 and S_B' reads stage 1 as 4..7, 8, 0..3, so each S starts on the tiles
- * that came back first.
- * Hand-offs (mbarriers, phase = pair parity): a_max (WG0 -> WG1: m_A in sMA[k&1]), b_max (WG1 ->
- * WG0: m_B in sMB), pa_ready (WG0 -> WG1: scaled P_A in sPA, V_A's masked rows zeroed), pb_ready
- * (WG1 -> WG0: P_B in stage 1's tile 8, V_B's masked rows zeroed, PV_A_R issued), pa_free (WG1 ->
- * WG0: PV_A_R has read sPA), sa_issued (WG0 -> WG1: S_A is queued, so S_B goes behind it).
- */
-
 /* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
- * phases of the per-pair barriers), pb = pairs with a B so far (stage 1 use). */
+ * PA phases), pb = pairs with a B so far (stage 1 use, PB phase). */
 template <int kFp16>
 static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
                                                         uint32_t &pb) {
-  bool pend_b = false; /* PV_B_L in flight: stage 1's V_L and RoPE/P_B tiles go back once it retires */
+  bool pend_b = false; /* PV_B_L in flight: its stage 1 tiles go back after the next wait */
   for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
     const bool has_b = n + 1 < seg.hi;
     const uint32_t par0 = k & 1;
     float s[32];
     SM90_TR(k, 8, c.wt == 0);
+    mbar_wait(c.full0 + 8 * 8, par0, 'F');
+    SM90_TR(k, 9, c.wt == 0);
+    const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
     if (pend_b) {
-      /* The previous PV_B_L, the last PV of the pair: stage 1's V_L and RoPE/P_B tiles go back
-       * before S_A is queued. (A wait inside the S chain makes ptxas serialize wgmma: C7520.) */
+      /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
+       * back a whole S earlier and the producer's next K_B load starts that much sooner. (Waiting
+       * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
       wgmma_wait<0>();
       sm90_fence_o(o);
       sm90_release(c.empty1, 0, 4, c.lane);
       sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
+      SM90_TR(k, 15, c.wt == 0);
     }
-    /* S_A; once its first 5 tiles are queued, WG1 may queue S_B behind them (sa_issued). */
-    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0, c.sa_issued, c.lane);
-    const uint64_t zm = c.zmask[0]; /* tile 8 was waited in the S chain; read before it goes back */
+    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0);
     wgmma_wait<0>(); /* S_A */
     SM90_TR(k, 10, c.wt == 0);
+    if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
     sm90_fence_s(s);
     sm90_fence_o(o);
     sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
-    if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
     const float ma0 = fmaxf(m0, mx0), ma1 = fmaxf(m1, mx1);
-    float *sMA = c.sMA + 64 * par0;
-    if (c.quad == 0) {
-      sMA[c.r0] = ma0;
-      sMA[c.r1] = ma1;
-      mbarrier_arrive(c.a_max); /* the writers arrive themselves (count 32) */
-    }
     const float ra0 = sm90_ref(ma0), ra1 = sm90_ref(ma1);
     const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
     float ps0, ps1;
     sm90_exp(s, ra0, ra1, ps0, ps1);
     SM90_TR(k, 24, c.wt == 0);
+
+    mbar_wait(c.pa_free, par0 ^ 1, 'R'); /* WG1's PV_A_R of the previous pair has read sPA, sMA */
+    sm90_store_p<kFp16>(c.sPA, s, c.r0, c.quad);
+    SM90_TR(k, 25, c.wt == 0);
+    if (c.quad == 0) {
+      c.sMA[c.r0] = ma0;
+      c.sMA[c.r1] = ma1;
+    }
+    const int in_len = c.L - n * 64;
+    const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
+    if (bad) sm90_zero_v(c.sK0, bad, c.wt);
+    fence_proxy_async_shared_cta(); /* P_A and zeroed V rows are read by wgmma (async proxy) */
+    SM90_TR(k, 26, c.wt == 0);
+    bar_sync(SM90_BAR_WG0, 128);    /* the whole P_A tile is written (the wgmma reads all rows) */
+    SM90_TR(k, 27, c.wt == 0);
+    /* The sMA writers arrive themselves (count 32): each write is ordered to WG1's reads directly,
+     * not through bar.sync cumulativity, which racecheck does not model. */
+    if (c.quad == 0) mbarrier_arrive(c.pa_ready);
+    SM90_TR(k, 11, c.wt == 0);
+
     sm90_rescale(o, aa0, aa1);
     l0 = l0 * aa0 + ps0;
     l1 = l1 * aa1 + ps1;
-    const int in_len = c.L - n * 64;
-    const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-    if (bad) { /* warpgroup-uniform; V_A's masked rows (past L, bad pages: stale or NaN) read as zero */
-      sm90_zero_v(c.sK0, bad, c.wt);
-      fence_proxy_async_shared_cta();
-      bar_sync(SM90_BAR_WG0, 128);
-    }
-    uint32_t pk[16];
-    sm90_pack_p<kFp16>(pk, s, 1.f, 1.f);
-    sm90_pv_rs<kFp16>(o, pk, c.sK0, 0); /* PV_A_L */
-    SM90_TR(k, 11, c.wt == 0);
+    sm90_pv<kFp16>(o, c.sPA, c.sK0, 0);
 
-    float f0 = 1.f, f1 = 1.f;
+    bool a_l_back = false; /* V_A[:, 0:256] given back already */
     if (has_b) {
       const uint32_t par1 = pb & 1;
-      mbar_wait(c.b_max, par1, 'M');
+      /* wgmma.wait_group must be warpgroup-uniform: decide over all 128 threads. */
+      if (FMLA_SM90_EARLY_AL && bar_red_or(SM90_BAR_WG0, 128, !mbarrier_test_wait_parity(c.pb_ready, par1))) {
+        /* P_B is late: rather than hold V_A[:, 0:256] until PV_B_L is queued, finish PV_A_L now
+         * and give its tiles back, so the producer's next K_A load starts while we wait. */
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_release(c.empty0, 0, 4, c.lane);
+        a_l_back = true;
+      }
+      SM90_TR(k, 12, c.wt == 0);
+      mbar_wait(c.pb_ready, par1, 'B');
       SM90_TR(k, 13, c.wt == 0);
-      float mb0, mb1;
-      sm90_read_m(c, c.sMB, mb0, mb1);
-      f0 = ex2_approx_ftz(ma0 - sm90_ref(mb0));
-      f1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
+      /* Already complete (the producer cannot refill them before we give them back); makes the
+       * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
+#pragma unroll
+      for (int t = 0; t < 4; ++t) mbar_wait(c.full1 + t * 8, par1, 'F');
+      /* Quad leaders read what WG1's quad leaders wrote (and arrived on) and share it in the quad. */
+      uint32_t flag = c.quad == 0 ? *c.flag : 0u;
+      float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
+      flag = __shfl_sync(0xffffffffu, flag, c.lane & ~3);
+      mb0 = __shfl_sync(0xffffffffu, mb0, c.lane & ~3);
+      mb1 = __shfl_sync(0xffffffffu, mb1, c.lane & ~3);
+      const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
+      if (flag) { /* warpgroup-uniform: some row's max moved from m_A to m_B */
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_rescale(o, ab0, ab1);
+      }
+      l0 *= ab0;
+      l1 *= ab1;
       m0 = mb0;
       m1 = mb1;
+      sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
+      SM90_TR(k, 14, c.wt == 0);
+      if (!a_l_back) {
+        wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
+        sm90_release(c.empty0, 0, 4, c.lane);
+      }
+      pend_b = true;
+      ++pb;
     } else {
       m0 = ma0;
       m1 = ma1;
-    }
-    /* P_A for WG1's PV_A_R, at m_B's scale; sPA is free once the previous pair's PV_A_R retired. */
-    uint32_t pq[16];
-    sm90_pack_p<kFp16>(pq, s, f0, f1);
-    mbar_wait(c.pa_free, par0 ^ 1, 'R');
-    sm90_store_pk(c.sPA, pq, c.r0, c.quad);
-    fence_proxy_async_shared_cta();
-    mbarrier_arrive(c.pa_ready); /* every writer (count 128) */
-    SM90_TR(k, 25, c.wt == 0);
-    wgmma_wait<0>(); /* PV_A_L */
-    sm90_fence_o(o);
-    sm90_release(c.empty0, 0, 4, c.lane);
-    if (has_b) {
-      const uint32_t par1 = pb & 1;
-      sm90_rescale(o, f0, f1);
-      l0 *= f0;
-      l1 *= f1;
-      mbar_wait(c.pb_ready, par1, 'B');
-      SM90_TR(k, 12, c.wt == 0);
-      /* Already complete; makes the TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
-#pragma unroll
-      for (int t = 0; t < 4; ++t) mbar_wait(c.full1 + t * 8, par1, 'F');
-      sm90_pv<kFp16>(o, c.sPB, c.sK1, 0); /* PV_B_L */
-      SM90_TR(k, 14, c.wt == 0);
-      pend_b = true;
-      ++pb;
+      wgmma_wait<0>();
+      sm90_release(c.empty0, 0, 4, c.lane);
     }
   }
   wgmma_wait<0>();
@@ -755,99 +699,124 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
   }
 }
 
+/* WG1: wait for WG0's P_A (and for the TMA writes of V_A[:, 256:512] to be visible to this WG's
+ * wgmma: those full barriers are already complete), then take m_A: quad leaders read what WG0's
+ * quad leaders wrote and share it in the quad. */
+static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint32_t par0, float &ma0, float &ma1) {
+  mbar_wait(c.pa_ready, par0, 'A');
+#pragma unroll
+  for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
+  ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f;
+  ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
+  ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
+  ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
+}
+
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
 template <int kFp16>
 static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
                                                         uint32_t &pb) {
+  bool pend_b = false; /* PV_B_R in flight */
   for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
     const bool has_b = n + 1 < seg.hi;
     const uint32_t par0 = k & 1;
+    /* Stage 1 from the previous pair goes back before we wait for its next fill. */
     SM90_TR(k, 16, c.wt == 0);
-    float ma0, ma1;
+    if (pend_b) {
+      wgmma_wait<0>();
+      sm90_release(c.empty1, 4, 4, c.lane);
+      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      pend_b = false;
+    }
+    SM90_TR(k, 17, c.wt == 0);
+    /* The last pair without a B: this WG's S reads of the segment are over (the earlier S_B waited). */
+    if (n + 2 >= seg.hi && !has_b && c.lane == 0) mbarrier_arrive(c.q_free);
     if (has_b) {
       const uint32_t par1 = pb & 1;
       float s[32];
-      mbar_wait(c.sa_issued, par0, 'S');
+      mbar_wait(c.full1, par1, 'F');
+      SM90_TR(k, 18, c.wt == 0);
+      const uint64_t zm = c.zmask[1];
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
-      const uint64_t zm = c.zmask[1]; /* its first tile (4) was waited in the S chain */
-      wgmma_wait<0>(); /* S_B */
-      SM90_TR(k, 19, c.wt == 0);
-      sm90_fence_s(s);
+      /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
+       * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
+       * PV_B_R retired at the loop top). */
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
+      SM90_TR(k, 20, c.wt == 0);
+      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_fence_o(o);
+      sm90_rescale(o, aa0, aa1);
+      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
+      wgmma_wait<1>(); /* S_B (PV_A_R keeps running) */
+      SM90_TR(k, 19, c.wt == 0);
       if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read */
+      sm90_fence_s(s);
 
       float mx0, mx1;
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-      mbar_wait(c.a_max, par0, 'A');
-      sm90_read_m(c, c.sMA + 64 * par0, ma0, ma1);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
-      if (c.quad == 0) {
-        c.sMB[c.r0] = mb0;
-        c.sMB[c.r1] = mb1;
-        mbarrier_arrive(c.b_max); /* the writers, count 32 */
-      }
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
-      const float g0 = ex2_approx_ftz(m0 - rb0), g1 = ex2_approx_ftz(m1 - rb1);
+      const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;
       sm90_exp(s, rb0, rb1, ps0, ps1);
       SM90_TR(k, 28, c.wt == 0);
-      sm90_rescale(o, g0, g1);
-      l0 = l0 * g0 + ps0;
-      l1 = l1 * g1 + ps1;
-      m0 = mb0;
-      m1 = mb1;
+
+      sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
+      SM90_TR(k, 29, c.wt == 0);
+      if (c.quad == 0) {
+        c.sMB[c.r0] = mb0;
+        c.sMB[c.r1] = mb1;
+      }
       const int in_len = c.L - (n + 1) * 64;
       const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-      if (bad) { /* warpgroup-uniform */
-        sm90_zero_v(c.sK1, bad, c.wt);
-        fence_proxy_async_shared_cta();
-        bar_sync(SM90_BAR_WG1, 128);
-      }
-      uint32_t pk[16];
-      sm90_pack_p<kFp16>(pk, s, 1.f, 1.f);
-      /* PV_A_R first (stage 0's V_R goes back a PV earlier: S_A' reads it sooner than S_B' reads
-       * stage 1's), then PV_B_R from registers, then P_B for WG0's PV_B_L. */
-      mbar_wait(c.pa_ready, par0, 'P');
-#pragma unroll
-      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F'); /* V_A_R visible to this WG */
-      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1); /* PV_A_R */
-      SM90_TR(k, 21, c.wt == 0);
-      sm90_pv_rs<kFp16>(o, pk, c.sK1, 1); /* PV_B_R */
-      sm90_store_pk(c.sPB, pk, c.r0, c.quad); /* P_B over stage 1's RoPE tile, dead after S_B */
+      if (bad) sm90_zero_v(c.sK1, bad, c.wt);
       fence_proxy_async_shared_cta();
-      mbarrier_arrive(c.pb_ready); /* every P_B writer (count 128) */
+      SM90_TR(k, 30, c.wt == 0);
+      const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
+      SM90_TR(k, 31, c.wt == 0);
+      if (c.wt == 0) *c.flag = flag;
+      if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
+      SM90_TR(k, 21, c.wt == 0);
+      if (flag) {
+        wgmma_wait<0>();
+        sm90_fence_o(o);
+        sm90_rescale(o, ab0, ab1);
+      }
+      l0 = l0 * aa0 * ab0 + ps0;
+      l1 = l1 * aa1 * ab1 + ps1;
+      m0 = mb0;
+      m1 = mb1;
+      sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
       SM90_TR(k, 22, c.wt == 0);
-      wgmma_wait<1>(); /* PV_A_R */
-      sm90_fence_o(o);
+      wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
+      SM90_TR(k, 23, c.wt == 0);
       sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
-      wgmma_wait<0>(); /* PV_B_R */
-      sm90_fence_o(o);
-      SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty1, 4, 4, c.lane);
+      pend_b = true;
       ++pb;
     } else {
-      /* The last block of the segment has no B: only PV_A_R, at m_A. */
-      if (c.lane == 0) mbarrier_arrive(c.q_free);
-      mbar_wait(c.a_max, par0, 'A');
-      sm90_read_m(c, c.sMA + 64 * par0, ma0, ma1);
-      const float g0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), g1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_fence_o(o);
-      sm90_rescale(o, g0, g1);
-      l0 *= g0;
-      l1 *= g1;
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
+      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
+      sm90_rescale(o, aa0, aa1);
+      l0 *= aa0;
+      l1 *= aa1;
       m0 = ma0;
       m1 = ma1;
-      mbar_wait(c.pa_ready, par0, 'P');
-#pragma unroll
-      for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
-      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1); /* PV_A_R */
+      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<0>();
-      sm90_fence_o(o);
       sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
     }
+  }
+  wgmma_wait<0>();
+  sm90_fence_o(o);
+  if (pend_b) {
+    sm90_release(c.empty1, 4, 4, c.lane);
+    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
   }
 }
 
@@ -871,9 +840,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.pa_ready = sbase + SM90_OFF_PA_READY;
   c.pb_ready = sbase + SM90_OFF_PB_READY;
   c.pa_free = sbase + SM90_OFF_PA_FREE;
-  c.a_max = sbase + SM90_OFF_A_MAX;
-  c.b_max = sbase + SM90_OFF_B_MAX;
-  c.sa_issued = sbase + SM90_OFF_SA_ISSUED;
   c.q_free = sbase + SM90_OFF_Q_FREE;
   const uint32_t q_full = sbase + SM90_OFF_Q_FULL;
   /* 16-byte output stores need a 16-byte aligned out and strides of whole 8-element chunks */
@@ -882,6 +848,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
+  c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
   c.sl2 = p.scale_log2;
   c.lane = tid & 31;
   c.quad = c.lane & 3;
@@ -1025,16 +992,13 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
       for (int t = 0; t < SM90_NTILES; ++t)
         cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
     }
-    /* Tiles in the order the consumers give them back (v7): A's RoPE, V_L (PV_A_L), V_R (PV_A_R),
-     * then B's V_R (PV_B_R), V_L and RoPE/P_B (PV_B_L). */
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      const bool has_b = n + 1 < seg.hi;
-      const uint32_t sK1 = sK + SM90_STAGE_BYTES, full1 = full0 + SM90_NTILES * 8, empty1 = empty0 + SM90_NTILES * 8;
       SM90_TR(k, 0, true);
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, 0, 9, false, k);
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
       SM90_TR(k, 1, true);
-      if (has_b) {
-        sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK1, full1, empty1, &zmask[1], policy, 0, 9, false, k);
+      if (n + 1 < seg.hi) {
+        sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+                           empty0 + SM90_NTILES * 8, &zmask[1], policy, k);
         SM90_TR(k, 3, true);
         ++pb;
       }
@@ -1059,14 +1023,12 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem);
     for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
-    /* one arrival per warp of the WG that gives the tile back (the last reader) */
-    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, 4);
-    mbarrier_init(sbase + SM90_OFF_PA_READY, 128); /* every WG0 thread (P_A writers) */
-    mbarrier_init(sbase + SM90_OFF_PB_READY, 128); /* every WG1 thread (P_B writers) */
-    mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);   /* WG1's quad leaders */
-    mbarrier_init(sbase + SM90_OFF_A_MAX, 32);     /* WG0's quad leaders (sMA writers) */
-    mbarrier_init(sbase + SM90_OFF_B_MAX, 32);     /* WG1's quad leaders (sMB writers) */
-    mbarrier_init(sbase + SM90_OFF_SA_ISSUED, 4);  /* WG0's warps */
+    /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
+    for (int t = 0; t < 2 * SM90_NTILES; ++t)
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
+    mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_Q_FULL, 1);    /* the producer's expect_tx */
     mbarrier_init(sbase + SM90_OFF_Q_FREE, 8);    /* one per consumer warp per segment with keys */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
@@ -1227,11 +1189,11 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       const uint32_t sfull = full + stage * SM90_NTILES * 8, sempty = empty + stage * SM90_NTILES * 8;
       float s[NS];
       /* S^T = K Q^T, tiles in the producer's order for this stage */
-      mbar_wait(sfull + nw_tile_order(stage, 0) * 8, par, 'F');
+      mbar_wait(sfull + sm90_tile_order(stage, 0) * 8, par, 'F');
       const uint64_t zm = zmask[stage]; /* before the stage's first tile can go back */
 #pragma unroll
       for (int jj = 0; jj < SM90_NTILES; ++jj) {
-        const int t = nw_tile_order(stage, jj);
+        const int t = sm90_tile_order(stage, jj);
         if (jj) mbar_wait(sfull + t * 8, par, 'F');
         wgmma_fence();
         const uint64_t da = wgmma_desc_sw128(kbase + t * SM90_TILE_BYTES, 16, 1024);
@@ -1394,7 +1356,7 @@ static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, 
       const int stage = u & 1;
       sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, sbase + LY::off_k + stage * SM90_STAGE_BYTES,
                          sbase + LY::off_full + stage * SM90_NTILES * 8, sbase + LY::off_empty + stage * SM90_NTILES * 8,
-                         &zmask[stage], policy, 0, SM90_NTILES, true);
+                         &zmask[stage], policy);
     }
   }
 }

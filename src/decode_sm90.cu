@@ -1440,7 +1440,7 @@ static flash_mla_status_t sm90_make_k_map(const fmla_kernel_params *p, CUtensorM
   cuuint32_t estr[4] = {1, 1, 1, 1};
   const CUresult r = encode(map, p->dtype == FLASH_MLA_DTYPE_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
                             4, (void *)p->k_cache, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
                           "flash_mla_decode: cuTensorMapEncodeTiled rejected k_cache (CUresult %d)", (int)r);
@@ -1469,7 +1469,7 @@ static int sm90_make_q_map(const fmla_kernel_params *p, CUtensorMap *map) {
   cuuint32_t estr[5] = {1, 1, 1, 1, 1};
   const CUresult r = encode(map, p->dtype == FLASH_MLA_DTYPE_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
                             5, (void *)p->q, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
 }
 

@@ -131,9 +131,6 @@
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
 #endif
-#ifndef FMLA_SM90_PVAR_AT /* WG1 queues PV_A_R after this many of S_B's 9 tiles (9: after all of S_B) */
-#define FMLA_SM90_PVAR_AT 9
-#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -374,12 +371,12 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
-template <int kFp16, int kStage, int kJ0 = 0, int kJ1 = SM90_NTILES>
+template <int kFp16, int kStage>
 static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
-  for (int j = kJ0; j < kJ1; ++j) {
+  for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
     mbar_wait(full + t * 8, parity, 'F');
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
@@ -744,26 +741,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       mbar_wait(c.full1, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[1];
-#if FMLA_SM90_PVAR_AT < SM90_NTILES
-      /* PV_A_R goes in the middle of S_B (after its first FMLA_SM90_PVAR_AT tiles): it runs while S_B
-       * waits for K_B's later tiles, and V_A[:, 256:512] goes back ~one S earlier, so the producer's
-       * next stage 0 fill (and then stage 1's) starts sooner. */
-      sm90_qk<kFp16, 1, 0, FMLA_SM90_PVAR_AT>(s, c.sQ, c.sK1, c.full1, par1);
-      float ma0, ma1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1);
-      SM90_TR(k, 20, c.wt == 0);
-      const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
-      sm90_fence_o(o);
-      sm90_rescale(o, aa0, aa1);
-      sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
-      sm90_qk<kFp16, 1, FMLA_SM90_PVAR_AT, SM90_NTILES>(s, c.sQ, c.sK1, c.full1, par1);
-      wgmma_wait<0>(); /* S_B and PV_A_R */
-      sm90_fence_o(o);
-      SM90_TR(k, 19, c.wt == 0);
-      SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty0, 4, 4, c.lane);
-      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
-#else
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
@@ -777,7 +754,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<1>(); /* S_B (PV_A_R keeps running) */
       SM90_TR(k, 19, c.wt == 0);
-#endif
       if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read */
       sm90_fence_s(s);
 
@@ -806,27 +782,21 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       if (c.wt == 0) *c.flag = flag;
       if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
       SM90_TR(k, 21, c.wt == 0);
-#if FMLA_SM90_PVAR_AT < SM90_NTILES
-      if (flag) sm90_rescale(o, ab0, ab1); /* PV_A_R retired with S_B */
-#else
       if (flag) {
         wgmma_wait<0>();
         sm90_fence_o(o);
         sm90_rescale(o, ab0, ab1);
       }
-#endif
       l0 = l0 * aa0 * ab0 + ps0;
       l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
       SM90_TR(k, 22, c.wt == 0);
-#if FMLA_SM90_PVAR_AT >= SM90_NTILES
       wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
       SM90_TR(k, 23, c.wt == 0);
       sm90_release(c.empty0, 4, 4, c.lane);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
-#endif
       pend_b = true;
       ++pb;
     } else {

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.1): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.2): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -18,7 +18,9 @@
  * map, padding rows zero-filled by TMA) as soon as every consumer warp is past the previous
  * segment's last S (q_free), so it lands under that segment's last PVs and epilogue (v6.1; group
  * counts TMA cannot box fall back to a cp.async copy by the consumers). The epilogue stores 16
- * bytes per thread after a butterfly inside each quad. The n-blocks of a segment go in pairs (A, B):
+ * bytes per thread after a butterfly inside each quad. v6.2: WG1 gives V_A[:, 256:512] back as soon
+ * as PV_A_R has retired (before P_B's stores), not after queueing PV_B_R: the next stage 0 fill, and
+ * behind it stage 1's, start ~650 clk sooner (-2% per pair). The n-blocks of a segment go in pairs (A, B):
  * A always in K stage 0, B in stage 1; an odd segment ends with a pair that has no B (stage 1
  * is then skipped, so each stage keeps its own use counter and barrier phase).
  *
@@ -726,8 +728,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     const uint32_t par0 = k & 1;
     /* Stage 1 from the previous pair goes back before we wait for its next fill. */
     SM90_TR(k, 16, c.wt == 0);
+    wgmma_wait<0>(); /* unconditional (a no-op without pend_b): ptxas must see O_R retired here (C7514) */
     if (pend_b) {
-      wgmma_wait<0>();
       sm90_release(c.empty1, 4, 4, c.lane);
       sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
       pend_b = false;
@@ -782,21 +784,20 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       if (c.wt == 0) *c.flag = flag;
       if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
       SM90_TR(k, 21, c.wt == 0);
-      if (flag) {
-        wgmma_wait<0>();
-        sm90_fence_o(o);
-        sm90_rescale(o, ab0, ab1);
-      }
+      /* PV_A_R (queued behind S_B) has retired by now: V_A[:, 256:512], sPA and sMA go back before
+       * PV_B_R is queued rather than after, so the producer's next stage 0 fill starts sooner. */
+      wgmma_wait<0>();
+      sm90_fence_o(o);
+      SM90_TR(k, 23, c.wt == 0);
+      sm90_release(c.empty0, 4, 4, c.lane);
+      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
+      if (flag) sm90_rescale(o, ab0, ab1);
       l0 = l0 * aa0 * ab0 + ps0;
       l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
       SM90_TR(k, 22, c.wt == 0);
-      wgmma_wait<1>(); /* PV_A_R done: V_A[:, 256:512], sPA and sMA go back */
-      SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty0, 4, 4, c.lane);
-      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       pend_b = true;
       ++pb;
     } else {

@@ -1537,12 +1537,27 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0};
-  CUtensorMap qmap;
-  memset(&qmap, 0, sizeof qmap);
-  const int q_tma = sm90_make_q_map(p, &qmap);
+  /* The Q map of the last call of this thread, reused when q's pointer, shape, strides and dtype
+   * repeat (static buffers, as CUDA-graph serving keeps them; a fresh q tensor encodes anew). */
+  struct q_map_cache {
+    const void *q;
+    int64_t key[8];
+    int valid, q_tma;
+    CUtensorMap map;
+  };
+  static thread_local q_map_cache qc = {};
+  const int64_t key[8] = {p->ngroups, p->num_heads_k, p->seqlen_q, p->batch, p->q_head_stride, p->q_seq_stride,
+                          p->q_batch_stride, p->dtype};
+  if (!qc.valid || qc.q != p->q || memcmp(qc.key, key, sizeof key) != 0) {
+    memset(&qc.map, 0, sizeof qc.map);
+    qc.q_tma = sm90_make_q_map(p, &qc.map);
+    qc.q = p->q;
+    memcpy(qc.key, key, sizeof key);
+    qc.valid = 1;
+  }
   return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
                             dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
-                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qmap, q_tma);
+                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qc.map, qc.q_tma);
 }
 
 template <int kFp16, int kN>

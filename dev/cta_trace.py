@@ -31,7 +31,13 @@ def pct(v, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
-def make_graph(c, data, meta, splits):
+def case_graph(idx):
+    """Benchmark case idx as bench.py builds it, one hopper call captured in a CUDA graph.
+    Returns (case, seqlens, data, meta, graph)."""
+    c = bench.load_cases()[idx]
+    lens = bench.case_seqlens(c)
+    data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
+    meta, splits = flash_mla.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
     fn = lambda: flash_mla.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, 512, meta, splits,
                                                   causal=c["causal"], kernel="hopper")
     fn()
@@ -39,7 +45,7 @@ def make_graph(c, data, meta, splits):
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    return g
+    return c, lens, data, meta, g
 
 
 def segments(meta_row, lens, batch, page_cap):
@@ -58,12 +64,8 @@ def segments(meta_row, lens, batch, page_cap):
 
 
 def run(idx, profile):
-    c = bench.load_cases()[idx]
-    lens = bench.case_seqlens(c)
-    data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
+    c, lens, data, meta, g = case_graph(idx)
     rows = c["s_q"] * c["h_q"] // c["h_kv"]
-    meta, splits = flash_mla.get_mla_metadata(data.L, rows, c["h_kv"])
-    g = make_graph(c, data, meta, splits)
     timer = bench.Timer(torch)
     us = timer.median_us([g.replay], warmup=3, iters=30)
     name = " ".join(f"{k}={c[k]}" for k in ("set", "b", "s_q", "s_k", "h_q", "causal"))

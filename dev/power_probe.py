@@ -10,25 +10,13 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-import bench  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
-import flash_mla  # noqa: E402
+from cta_trace import case_graph  # noqa: E402  (bench.py's case data, one call in a CUDA graph)
 
 idx = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
-c = bench.load_cases()[idx]
-lens = bench.case_seqlens(c)
-data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
-meta, splits = flash_mla.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
-fn = lambda: flash_mla.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, 512, meta, splits,
-                                              causal=c["causal"], kernel="hopper")
-fn()
-torch.cuda.synchronize()
-g = torch.cuda.CUDAGraph()
-with torch.cuda.graph(g):
-    fn()
+c, _, _, _, g = case_graph(idx)
 smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active",
                         "--format=csv,noheader", "-lms", "250"], stdout=subprocess.PIPE, text=True)
 time.sleep(0.6)

@@ -102,6 +102,30 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
 #endif
 }
 
+/* Median time (ms) of 5 launches after 2 warm-ups; the last launch's stamps stay in dclk / dsum. */
+static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids, int mode, int pairs,
+                       unsigned long long *dclk, unsigned *dsum) {
+  std::vector<float> ms;
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int rep = 0; rep < 7; ++rep) {
+    CK(cudaMemset(dsum, 0, sms * 4));
+    CK(cudaEventRecord(a));
+    fill_kernel<<<sms, 64, smem>>>(m, dids, mode, pairs, dclk, dsum);
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    CK(cudaGetLastError());
+    float x;
+    CK(cudaEventElapsedTime(&x, a, b));
+    if (rep > 1) ms.push_back(x);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 int main() {
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -166,32 +190,16 @@ int main() {
       if (v > 0 && !gok[v - 1]) continue;
       const CUtensorMap &m = v == 0 ? m9 : mg[v - 1];
       const int mode = v == 0 ? 0 : G[v - 1];
-      std::vector<float> ms;
       std::vector<unsigned long long> clk(sms);
       std::vector<unsigned> sum(sms);
-      for (int rep = 0; rep < 7; ++rep) {
-        CK(cudaMemset(dsum, 0, sms * 4));
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        CK(cudaEventRecord(a));
-        fill_kernel<<<sms, 64, smem>>>(m, dids, mode, pairs, dclk, dsum);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        CK(cudaGetLastError());
-        float x;
-        CK(cudaEventElapsedTime(&x, a, b));
-        if (rep > 1) ms.push_back(x);
-      }
+      const double t = time_fill(m, sms, smem, dids, mode, pairs, dclk, dsum) * 1e-3;
       CK(cudaMemcpy(clk.data(), dclk, sms * 8, cudaMemcpyDeviceToHost));
       CK(cudaMemcpy(sum.data(), dsum, sms * 4, cudaMemcpyDeviceToHost));
       if (v == 0) ref = sum;
       int same = 0;
       for (int k = 0; k < sms; ++k) same += sum[k] == ref[k];
-      std::sort(ms.begin(), ms.end());
       std::sort(clk.begin(), clk.end());
       const double per_sm = (double)NB_PER_CTA * STAGE;
-      const double t = ms[ms.size() / 2] * 1e-3;
       printf("%s pairs=%d %-6s copies/block %d: %.1f us, %.0f GB/s into smem (all SMs), median CTA %.1f B/clk, %.0f clk/copy; "
              "checksums equal to tile9: %d/%d\n",
              prop.name, pairs, v == 0 ? "tile9" : (G[v - 1] == 3 ? "grp3" : G[v - 1] == 4 ? "grp4" : "grp9"),
@@ -201,22 +209,7 @@ int main() {
   static const char *pn[4] = {"none", "64B", "128B", "256B"};
   for (int pairs = 0; pairs < 2; ++pairs)
     for (int k = 0; k < 4; ++k) {
-      std::vector<float> ms;
-      for (int rep = 0; rep < 7; ++rep) {
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        CK(cudaEventRecord(a));
-        fill_kernel<<<sms, 64, smem>>>(mp[k], dids, 0, pairs, dclk, dsum);
-        CK(cudaEventRecord(b));
-        CK(cudaEventSynchronize(b));
-        CK(cudaGetLastError());
-        float x;
-        CK(cudaEventElapsedTime(&x, a, b));
-        if (rep > 1) ms.push_back(x);
-      }
-      std::sort(ms.begin(), ms.end());
-      const double t = ms[ms.size() / 2] * 1e-3;
+      const double t = time_fill(mp[k], sms, smem, dids, 0, pairs, dclk, dsum) * 1e-3;
       printf("%s pairs=%d tile9 L2 promotion %-4s: %.1f us, %.0f GB/s into smem\n", prop.name, pairs, pn[k], t * 1e6,
              (double)NB_PER_CTA * STAGE * sms / t * 1e-9);
     }

@@ -974,8 +974,6 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   uint64_t *zmask = (uint64_t *)(smem + SM90_OFF_ZMASK);
   /* EVICT_FIRST: with one M tile the KV stream is read once. With several M tiles the sibling
    * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
-  /* EVICT_FIRST: with one M tile the KV stream is read once. With several M tiles the sibling
-   * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
   const uint64_t policy =
       p.num_m_blocks == 1 ? createpolicy_fractional_l2_evict_first() : createpolicy_fractional_l2_evict_normal();
   uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
@@ -1477,6 +1475,27 @@ static int sm90_make_q_map(const fmla_kernel_params *p, CUtensorMap *map) {
   return r == CUDA_SUCCESS;
 }
 
+/* The tensor map of one operand from this thread's last call, reused while the operand's pointer,
+ * shape, strides and dtype (the key) repeat: across a decode step's layers for the K cache, and for
+ * q when the caller keeps static buffers (CUDA-graph serving); encoding is host work per call. */
+typedef struct sm90_map_cache {
+  const void *ptr;
+  int64_t key[8];
+  int valid, ok; /* ok: a map was built (the Q map may be refused: the cp.async fallback) */
+  CUtensorMap map;
+} sm90_map_cache;
+
+static int sm90_map_cache_hit(const sm90_map_cache *c, const void *ptr, const int64_t key[8]) {
+  return c->valid && c->ptr == ptr && memcmp(c->key, key, sizeof c->key) == 0;
+}
+
+static void sm90_map_cache_set(sm90_map_cache *c, const void *ptr, const int64_t key[8], int ok) {
+  c->ptr = ptr;
+  memcpy(c->key, key, sizeof c->key);
+  c->ok = ok;
+  c->valid = 1;
+}
+
 /* Checks only the launcher can make: device, page size, what TMA and the vector copies need. The
  * device and its compute capability come from api.c (cached there per device). */
 static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
@@ -1537,27 +1556,16 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0};
-  /* The Q map of the last call of this thread, reused when q's pointer, shape, strides and dtype
-   * repeat (static buffers, as CUDA-graph serving keeps them; a fresh q tensor encodes anew). */
-  struct q_map_cache {
-    const void *q;
-    int64_t key[8];
-    int valid, q_tma;
-    CUtensorMap map;
-  };
-  static thread_local q_map_cache qc = {};
+  static thread_local sm90_map_cache qc = {};
   const int64_t key[8] = {p->ngroups, p->num_heads_k, p->seqlen_q, p->batch, p->q_head_stride, p->q_seq_stride,
                           p->q_batch_stride, p->dtype};
-  if (!qc.valid || qc.q != p->q || memcmp(qc.key, key, sizeof key) != 0) {
+  if (!sm90_map_cache_hit(&qc, p->q, key)) {
     memset(&qc.map, 0, sizeof qc.map);
-    qc.q_tma = sm90_make_q_map(p, &qc.map);
-    qc.q = p->q;
-    memcpy(qc.key, key, sizeof key);
-    qc.valid = 1;
+    sm90_map_cache_set(&qc, p->q, key, sm90_make_q_map(p, &qc.map));
   }
   return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
                             dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
-                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qc.map, qc.q_tma);
+                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qc.map, qc.ok);
 }
 
 template <int kFp16, int kN>
@@ -1575,23 +1583,15 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
   if (p->batch <= 0 || p->num_sm_parts <= 0 || p->num_m_blocks <= 0 || p->num_heads_k <= 0) return FLASH_MLA_SUCCESS;
   /* The K map depends only on the cache pointer, its shape, strides and dtype: a decode step's
    * layers reuse one cache, so keep the last map of this thread and skip the driver call. */
-  struct k_map_cache {
-    const void *k_cache;
-    int64_t key[7];
-    int valid;
-    CUtensorMap map;
-  };
-  static thread_local k_map_cache cache = {};
-  const int64_t key[7] = {p->num_heads_k, p->page_size, p->num_blocks, p->k_block_stride, p->k_token_stride,
-                          p->k_head_stride, p->dtype};
-  if (!cache.valid || cache.k_cache != p->k_cache || memcmp(cache.key, key, sizeof key) != 0) {
-    cache.valid = 0;
-    if ((st = sm90_make_k_map(p, &cache.map)) != FLASH_MLA_SUCCESS) return st;
-    cache.k_cache = p->k_cache;
-    memcpy(cache.key, key, sizeof key);
-    cache.valid = 1;
+  static thread_local sm90_map_cache kc = {};
+  const int64_t key[8] = {p->num_heads_k, p->page_size, p->num_blocks, p->k_block_stride, p->k_token_stride,
+                          p->k_head_stride, p->dtype, 0};
+  if (!sm90_map_cache_hit(&kc, p->k_cache, key)) {
+    kc.valid = 0;
+    if ((st = sm90_make_k_map(p, &kc.map)) != FLASH_MLA_SUCCESS) return st;
+    sm90_map_cache_set(&kc, p->k_cache, key, 1);
   }
-  const CUtensorMap map = cache.map;
+  const CUtensorMap map = kc.map;
   const int fp16 = p->dtype == FLASH_MLA_DTYPE_FP16;
   cudaStream_t st_ = (cudaStream_t)stream;
   if (FMLA_SM90_NARROW && p->rows <= 16)

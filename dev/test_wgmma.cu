@@ -479,7 +479,7 @@ static void print_trace(int npairs) {
     std::sort(per.begin(), per.end());
     printf("  pair period (W0 loop top to next): median %lld, p10 %lld, p90 %lld\n", per[per.size() / 2],
            per[per.size() / 10], per[per.size() * 9 / 10]);
-    for (int sl = 0; sl < 32; ++sl) {
+    for (int sl = 0; sl < SM90_TRACE_SLOTS; ++sl) {
       if (!names[sl][0]) continue;
       std::vector<long long> v;
       for (int k = lo; k < hi; ++k)

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.3): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.2): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -20,9 +20,7 @@
  * counts TMA cannot box fall back to a cp.async copy by the consumers). The epilogue stores 16
  * bytes per thread after a butterfly inside each quad. v6.2: WG1 gives V_A[:, 256:512] back as soon
  * as PV_A_R has retired (before P_B's stores), not after queueing PV_B_R: the next stage 0 fill, and
- * behind it stage 1's, start ~650 clk sooner (-2% per pair). v6.3: WG1 multiplies its own P_B from
- * registers (RS wgmma, the exp'd S accumulator packed to A fragments) right after the exp, and
- * only then stores P_B for WG0 (-1.4 to -1.8% per pair at s_q=2, ~-0.5% at s_q=1). The n-blocks of a segment go in pairs (A, B):
+ * behind it stage 1's, start ~650 clk sooner (-2% per pair). The n-blocks of a segment go in pairs (A, B):
  * A always in K stage 0, B in stage 1; an odd segment ends with a pair that has no B (stage 1
  * is then skipped, so each stage keeps its own use counter and barrier phase).
  *
@@ -39,19 +37,18 @@
  *   WG1  issue S_B = Q K_B^T; while it runs: wait P_A, m_A; O_R = O_R * exp2(m - m_A) and queue
  *        O_R += P_A V_A[:, 256:512] behind S_B (v6: it then runs under this WG's softmax of B
  *        instead of after it); m_B = max(m_A, rowmax S_B);
- *        P_B = exp2(S_B - m_B); O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512] from registers;
- *        then P_B -> smem (over K_B's RoPE tile, dead once S_B is done), m_B -> smem
+ *        P_B = exp2(S_B - m_B) -> smem (over K_B's RoPE tile, dead once S_B is done), m_B -> smem
+ *        O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512]
  *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
- *   row's max moved from m_A to m_B: WG1 decides it per warp for O_R, and ORs it over its 128
- *   threads (bar.red.or) for WG0, publishing the flag with m_B, so WG0's threads branch the same
- *   way and usually skip the wait.
+ *   row's max moved from m_A to m_B: WG1 ORs that over its 128 threads (bar.red.or) and
+ *   publishes the flag with m_B, so both WGs branch the same way and usually skip the wait.
  *
  * Timeline of a pair in steady state (tensor = the SM's tensor cores, issue order = run order):
  *   tensor   |== S_A (WG0) ==|== S_B (WG1) ==|PV_A_L|PV_A_R|PV_B_L|== S_A' ==|PV_B_R|== S_B' ==
  *   WG0      |issue S_A      |softmax A, P_A |issue PV_A_L .. wait P_B, issue PV_B_L,
  *            |               |               |wait PV_A_L, free V_A[:,L], issue S_A' ...
- *   WG1      |issue S_B (queued behind S_A), wait P_A, issue PV_A_R|softmax B; wait PV_A_R, free
- *            |V_A[:,R]; issue PV_B_R (registers); P_B -> smem, publish; wait PV_B_R, issue S_B'
+ *   WG1      |issue S_B (queued behind S_A), wait P_A, issue PV_A_R|softmax B, P_B|issue PV_B_R,
+ *            |                               |wait PV_A_R, free V_A[:,R]; wait PV_B_R, issue S_B'
  *   producer |TMA K_A'[RoPE] as soon as S_A is done, K_A'[0:256] after PV_A_L, [256:512] after
  *            |PV_A_R; K_B' tiles after PV_B_L / PV_B_R
  * Tensor work per pair: 2 x S (4.72 MFLOP) + 4 x PV half (2.10 MFLOP) = 17.8 MFLOP: 4352 SM clocks
@@ -390,7 +387,7 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
-    const int t = sm90_tile_order(kStage, j); /* a constant after unrolling */
+    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
     mbar_wait(full + t * 8, parity, 'F');
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
 #pragma unroll
@@ -491,40 +488,6 @@ static __device__ __forceinline__ void sm90_store_p(uint32_t sP, const float *s,
     st_shared_b32(a0, sm90_pack2(s[4 * c + 0], s[4 * c + 1], kFp16));
     st_shared_b32(a1, sm90_pack2(s[4 * c + 2], s[4 * c + 3], kFp16));
   }
-}
-
-/* A row pair's P (an m64n64 accumulator after the exp) packed into the A fragments of a P.V wgmma:
- * k-step kk (keys 16kk..16kk+15) takes accumulator chunks 2kk (keys 16kk + 2q + {0,1}) and 2kk + 1
- * (keys + 8), rows r0 and r0 + 8. */
-template <int kFp16>
-static __device__ __forceinline__ void sm90_pack_p(uint32_t *pk, const float *s) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    pk[4 * kk + 0] = sm90_pack2(s[8 * kk + 0], s[8 * kk + 1], kFp16);
-    pk[4 * kk + 1] = sm90_pack2(s[8 * kk + 2], s[8 * kk + 3], kFp16);
-    pk[4 * kk + 2] = sm90_pack2(s[8 * kk + 4], s[8 * kk + 5], kFp16);
-    pk[4 * kk + 3] = sm90_pack2(s[8 * kk + 6], s[8 * kk + 7], kFp16);
-  }
-}
-
-/* Packed P into the swizzled K-major P tile: the same bytes sm90_store_p writes from floats. */
-static __device__ __forceinline__ void sm90_store_pk(uint32_t sP, const uint32_t *pk, int r0, int quad) {
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const int kk = c >> 1, sub = c & 1;
-    st_shared_b32(sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad, pk[4 * kk + 2 * sub]);
-    st_shared_b32(sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad, pk[4 * kk + 2 * sub + 1]);
-  }
-}
-
-/* O_half += P (registers, sm90_pack_p) . V[:, half*256 .. +256] of the stage at kbase. */
-template <int kFp16>
-static __device__ __forceinline__ void sm90_pv_rs(float *o, const uint32_t *pk, uint32_t kbase, int half) {
-  const uint64_t dv = wgmma_desc_sw128(kbase + half * 4 * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
-  wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma_m64n256k16_rs<kFp16, 1>(o, pk + 4 * kk, dv + (uint64_t)(kk * 128), 1);
-  wgmma_commit_group();
 }
 
 /* Scale S to log2 units and mask it: keys on a bad page score 0, keys past the row's limit -inf.
@@ -812,34 +775,16 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       float ps0, ps1;
       sm90_exp(s, rb0, rb1, ps0, ps1);
       SM90_TR(k, 28, c.wt == 0);
-      /* PV_B_R from registers (RS wgmma) first, then P_B's stores, fence and barrier for WG0 while
-       * it runs: PV_B_R is queued ~290 clk sooner after the exp than behind the P_B hand-off (v6.3). */
-      const int in_len = c.L - (n + 1) * 64;
-      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-      if (bad) { /* warpgroup-uniform: V rows of masked keys to 0 (they may hold NaN) before any PV */
-        sm90_zero_v(c.sK1, bad, c.wt);
-        fence_proxy_async_shared_cta();
-        bar_sync(SM90_BAR_WG1, 128);
-      }
-      uint32_t pk[16];
-      sm90_pack_p<kFp16>(pk, s);
-      /* PV_A_R (queued behind S_B) has retired by now: V_A[:, 256:512], sPA and sMA go back. */
-      wgmma_wait<0>();
-      sm90_fence_o(o);
-      SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty0, 4, 4, c.lane);
-      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
-      if (__any_sync(0xffffffffu, (mb0 != ma0) | (mb1 != ma1))) sm90_rescale(o, ab0, ab1);
-      l0 = l0 * aa0 * ab0 + ps0;
-      l1 = l1 * aa1 * ab1 + ps1;
-      sm90_pv_rs<kFp16>(o, pk, c.sK1, 1);
-      SM90_TR(k, 22, c.wt == 0);
-      sm90_store_pk(c.sPB, pk, c.r0, c.quad);
+
+      sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
       SM90_TR(k, 29, c.wt == 0);
       if (c.quad == 0) {
         c.sMB[c.r0] = mb0;
         c.sMB[c.r1] = mb1;
       }
+      const int in_len = c.L - (n + 1) * 64;
+      const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
+      if (bad) sm90_zero_v(c.sK1, bad, c.wt);
       fence_proxy_async_shared_cta();
       SM90_TR(k, 30, c.wt == 0);
       const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
@@ -847,8 +792,20 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       if (c.wt == 0) *c.flag = flag;
       if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
       SM90_TR(k, 21, c.wt == 0);
+      /* PV_A_R (queued behind S_B) has retired by now: V_A[:, 256:512], sPA and sMA go back before
+       * PV_B_R is queued rather than after, so the producer's next stage 0 fill starts sooner. */
+      wgmma_wait<0>();
+      sm90_fence_o(o);
+      SM90_TR(k, 23, c.wt == 0);
+      sm90_release(c.empty0, 4, 4, c.lane);
+      if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
+      if (flag) sm90_rescale(o, ab0, ab1);
+      l0 = l0 * aa0 * ab0 + ps0;
+      l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
       m1 = mb1;
+      sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
+      SM90_TR(k, 22, c.wt == 0);
       pend_b = true;
       ++pb;
     } else {

@@ -344,24 +344,5 @@ static __device__ __forceinline__ void wgmma_m64n256k16_ss(float *d, uint64_t de
   FMLA_WGMMA_SS("m64n256k16", 128);
 }
 
-/* 9.7.15.5.2 wgmma.mma_async with A from registers ("rs"), m64n256k16: A is 4 .b32 registers of a
- * 64x16 fragment (reg 0: row lane/4 of the warp's 16 rows, columns 2(lane%4) + {0,1}; reg 1: that
- * row + 8; reg 2: columns + 8; reg 3: both), i.e. 16 columns of an m64nNk16 accumulator packed to
- * pairs. B from a descriptor; kTB = imm-trans-b (1: B stored MN-major). The A registers must stay
- * unchanged until the wgmma retires (wgmma.wait_group). */
-#define FMLA_WGMMA_RS256(TY)                                                                                \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"                                              \
-               "wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " " FMLA_WGMMA_REGS128               \
-               ", {%128, %129, %130, %131}, %132, p, 1, 1, %134;\n}\n"                                       \
-               : FMLA_WGMMA_OUT128                                                                          \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d), "n"(kTB))
-template <int kFp16, int kTB = 0>
-static __device__ __forceinline__ void wgmma_m64n256k16_rs(float *d, const uint32_t *a, uint64_t desc_b, int scale_d) {
-  if constexpr (kFp16)
-    FMLA_WGMMA_RS256("f16");
-  else
-    FMLA_WGMMA_RS256("bf16");
-}
-
 #endif /* FMLA_SM90_DEVICE */
 #endif /* FLASH_MLA_PTX_SM90_CUH */

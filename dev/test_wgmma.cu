@@ -113,10 +113,12 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   fence_proxy_async_shared_cta();
   bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
   float s[32];
+  uint32_t q8[16];
+  sm90_load_q8(sQ, r0, quad, true, q8);
   if (wg == 0)
-    sm90_qk<kFp16, 0>(s, sQ, kst, full0, 0);
+    sm90_qk<kFp16, 0>(s, sQ, kst, full0, 0, q8);
   else
-    sm90_qk<kFp16, 1>(s, sQ, kst, full0 + SM90_NTILES * 8, 0);
+    sm90_qk<kFp16, 1>(s, sQ, kst, full0 + SM90_NTILES * 8, 0, q8);
   wgmma_wait<0>();
   for (int k = 0; k < 32; ++k) fence_operand(s[k]);
   for (int c = 0; c < 8; ++c)

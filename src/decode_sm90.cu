@@ -64,9 +64,10 @@
  * queued (~30 B/clk/SM of fill). See docs/perf-notes.md (2026-11-29, afternoon) for the variants
  * measured against this (L2 prefetch, tile orders, batched S waits, TMA multicast). Caution: the
  * trace build itself runs ~7% slower than the plain build and has flipped 3-5% comparisons (v6.3,
- * v7); decide between variants on plain builds (dev/ab_builds.sh, then dev/ab_libs.py). On plain
- * builds the K fill is not the limit any more (no copies at all: -1% / +4%, perf-notes 2026-11-29
- * fourth session); ncu (v6.4): tensor pipe 62% active, the warps mostly waiting on mbarriers.
+ * v7); decide between variants on plain builds (dev/ab_builds.sh, then dev/ab_libs.py). With no
+ * K copies at all (a probe that also lets S_B overtake S_A) a plain build changes by only -1% / +4%
+ * (perf-notes 2026-11-29 fourth session); ncu (v6.4): tensor pipe 62% active, the warps mostly
+ * waiting on mbarriers.
  *
  * v4 release order: WG0 finishes PV_B_L before it issues the next S_A (wgmma_wait at the loop top,
  * not inside the S chain: a wait there makes ptxas serialize every wgmma, C7520, which the build now

@@ -147,6 +147,15 @@
 /* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
  * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
  * library (the macro compiles to nothing). */
+#ifndef FMLA_SM90_LAZY /* lazy reference max: a row's softmax reference moves only when a block's max */
+#define FMLA_SM90_LAZY 0 /* exceeds it by more than SM90_LAZY_TAU (log2 units): P <= 2^TAU, and O, l  */
+#endif                   /* need no rescale (nor the PV wait before it) in the common case. EXPERIMENT, */
+                         /* off: built (ptxas clean) but not yet run on a GPU; see perf-notes' next steps */
+#define SM90_LAZY_TAU 8.f
+/* New reference of a row from the old one (m, -inf: none yet) and a block's max mx. */
+static __device__ __forceinline__ float sm90_new_ref(float m, float mx) {
+  return FMLA_SM90_LAZY ? (mx > m + SM90_LAZY_TAU ? mx : m) : fmaxf(m, mx);
+}
 #ifndef FMLA_SM90_PROBE_NOLOAD /* diagnostics only (wrong results): after each stage's first fill */
 #define FMLA_SM90_PROBE_NOLOAD 0  /* the producer arrives on the full barriers without copying: the   */
 #endif                            /* pair schedule with the K fill taken away (dev/test_wgmma trace)   */
@@ -654,7 +663,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-    const float ma0 = fmaxf(m0, mx0), ma1 = fmaxf(m1, mx1);
+    const float ma0 = sm90_new_ref(m0, mx0), ma1 = sm90_new_ref(m1, mx1);
     const float ra0 = sm90_ref(ma0), ra1 = sm90_ref(ma1);
     const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
     float ps0, ps1;
@@ -801,7 +810,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
 
       float mx0, mx1;
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-      const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
+      const float mb0 = sm90_new_ref(ma0, mx0), mb1 = sm90_new_ref(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;

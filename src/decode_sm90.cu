@@ -144,9 +144,6 @@
 #define FMLA_SM90_PDL 1
 #endif
 
-/* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
- * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
- * library (the macro compiles to nothing). */
 #ifndef FMLA_SM90_LAZY /* lazy reference max: a row's softmax reference moves only when a block's max */
 #define FMLA_SM90_LAZY 0 /* exceeds it by more than SM90_LAZY_TAU (log2 units): P <= 2^TAU, and O, l  */
 #endif                   /* need no rescale (nor the PV wait before it) in the common case. EXPERIMENT, */
@@ -159,6 +156,9 @@ static __device__ __forceinline__ float sm90_new_ref(float m, float mx) {
 #ifndef FMLA_SM90_PROBE_NOLOAD /* diagnostics only (wrong results): after each stage's first fill */
 #define FMLA_SM90_PROBE_NOLOAD 0  /* the producer arrives on the full barriers without copying: the   */
 #endif                            /* pair schedule with the K fill taken away (dev/test_wgmma trace)   */
+/* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
+ * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
+ * library (the macro compiles to nothing). */
 #ifndef FMLA_SM90_TRACE
 #define FMLA_SM90_TRACE 0
 #endif
@@ -597,7 +597,6 @@ static __device__ __forceinline__ void sm90_zero_v(uint32_t kbase, uint64_t bad,
 }
 
 
-/* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 /* Q's tile 8 (RoPE) as the A fragments of S's tile-8 k-steps (RS wgmma: 4 of S's 36 k-steps read
  * 2 KB less shared memory each), loaded once per segment: rows r0 and r0 + 8, columns 16kk + 2q
  * (+8) of the 128-byte-swizzled tile (chunk ch of row r at ch ^ (r % 8)). 16 registers. */
@@ -617,6 +616,7 @@ static __device__ __forceinline__ void sm90_load_q8(uint32_t sQ, int r0, int qua
     }
 }
 
+/* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
   uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, q_free;
   float *sMA, *sMB;
@@ -939,9 +939,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
       }
     }
     SM90_CT(ts + 1, clock64());
-    /* Q's tile 8 (RoPE) as the A fragments of the S wgmma's last 4 k-steps: rows r0 / r1, columns
-     * 16kk + 2q (+8) of the 128-byte-swizzled tile. */
-    uint32_t q8[16];
+    uint32_t q8[16]; /* Q's RoPE tile as S's A fragments (RS wgmma) */
     sm90_load_q8(c.sQ, c.r0, c.quad, seg.lo < seg.hi, q8);
     /* Key limits of this thread's two rows; m = running max of the scaled log2 scores (-inf: none yet). */
     {

@@ -348,20 +348,18 @@ static __device__ __forceinline__ void wgmma_m64n256k16_ss(float *d, uint64_t de
  * 64x16 fragment (reg 0: row lane/4 of the warp's 16 rows, columns 2(lane%4) + {0,1}; reg 1: that
  * row + 8; reg 2: columns + 8; reg 3: both). B from a descriptor (K-major). The A registers must stay
  * unchanged until the wgmma retires. */
+#define FMLA_WGMMA_RS64(TY)                                                                                  \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                 \
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FMLA_WGMMA_REGS32                   \
+               ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"                                                 \
+               : FMLA_WGMMA_OUT32                                                                              \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
 template <int kFp16>
 static __device__ __forceinline__ void wgmma_m64n64k16_rs(float *d, const uint32_t *a, uint64_t desc_b, int scale_d) {
   if constexpr (kFp16)
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FMLA_WGMMA_REGS32
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : FMLA_WGMMA_OUT32
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+    FMLA_WGMMA_RS64("f16");
   else
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " FMLA_WGMMA_REGS32
-                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : FMLA_WGMMA_OUT32
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+    FMLA_WGMMA_RS64("bf16");
 }
 
 static __device__ __forceinline__ uint32_t ld_shared_b32(uint32_t addr) {

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.4): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.5): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -99,8 +99,8 @@
  *   Q      9 x 8 KB      73,728
  *   K/V    2 x 9 x 8 KB 147,456   (stage s, tile t at 73,728 + s*73,728 + t*8,192)
  *   P_A    8 KB           8,192   (P_B lives in stage 1's RoPE tile)
- *   m_A, m_B [64] f32 512, row sum [2][64] f32 512, bad-page masks [2] u64, flag, 39 mbarriers
- *   total 230,744 + 1,024 alignment slack = 231,768 of 232,448 (227 KB).
+ *   m_A, m_B [64] f32 512, row sum [2][64] f32 512, bad-page masks [2] u64 (clusters: [2][2]), flag,
+ *   42 mbarriers; total 230,800 + 1,024 alignment slack = 231,824 of 232,448 (227 KB).
  *
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
  * 64-key tile). Others return FLASH_MLA_ERROR_UNSUPPORTED_DEVICE (api.c falls back).
@@ -111,6 +111,18 @@
  *   cuobjdump --dump-sass /tmp/d90.o | grep -c HGMMA        (and no LDL/STL)
  * Debug: -DFMLA_SM90_DEBUG=1 bounds every mbarrier wait (printf naming the barrier + trap).
  * Unit test on a GPU: dev/test_wgmma.cu (tile: one S and one PV tile; decode: hostile shapes).
+ * v6.5, TMA multicast: when the M tiles of a KV head pair up (s_q * h_q / h_kv = 128 or 256 rows) and
+ * the grid fits on the device at once, CTAs (2m, 2m + 1) of the grid run as a 2-CTA cluster: they walk
+ * the same blocks, and stage s of both is filled by CTA s alone, every tile copied once by
+ * cp.async.bulk.tensor .multicast::cluster into both CTAs (each CTA's own full barrier expects the
+ * bytes). Consumers give a stage's tiles back on the copying CTA's empty barriers (remote arrive for
+ * the other stage; those barriers count both CTAs' warps); the CTA that does not copy a stage only
+ * raises its full barrier's byte count once the previous phase is over, so its bad-page masks are
+ * double-buffered by use parity. Both CTAs sync at exit (their warps arrive on each other's
+ * barriers). Half the L2->SM bytes: kernel-only in short bursts +1% (neutral), but -1.6% to -4.3%
+ * on every standard case under sustained load at the 700 W power cap (H200, perf-notes), where a
+ * call's time follows its energy. The remote arrive must be the default (CTA-scope release) form:
+ * .release.cluster compiles to MEMBAR.ALL.GPU + CCTL.IVALL and made an earlier attempt 1.2x slower.
  * History: v1 (split-N S, both WGs in lockstep, whole-stage release) is in git before v2.
  */
 #include <cuda.h>
@@ -139,6 +151,9 @@
 #endif
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
+#endif
+#ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
+#define FMLA_SM90_MCAST 1
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
@@ -218,7 +233,9 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
 #define SM90_OFF_Q_FULL (SM90_OFF_PA_FREE + 8)     /* Q tile landed (TMA bytes) */
 #define SM90_OFF_Q_FREE (SM90_OFF_Q_FULL + 8)      /* every consumer warp is past its last S of the segment */
-#define SM90_SMEM_USED (SM90_OFF_Q_FREE + 8)
+#define SM90_OFF_DONE (SM90_OFF_Q_FREE + 8)        /* 2-CTA cluster: the other CTA made its last remote arrival */
+#define SM90_OFF_ZMASK_MC (SM90_OFF_DONE + 8)      /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
+#define SM90_SMEM_USED (SM90_OFF_ZMASK_MC + 32)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
@@ -298,13 +315,18 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
-                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1) {
+                                                          uint64_t *zmask_slot, uint64_t policy, int trk = -1,
+                                                          uint32_t mc = 0, uint32_t rank = 0) {
   (void)trk;
   const int page = p.page_size;
   const int key0 = n * FMLA_BLOCK_N;
   const int in_len = L - key0 < 64 ? L - key0 : 64; /* keys of this block inside L, >= 1 */
   const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
   const uint32_t empty_parity = (use & 1) ^ 1;  /* a fresh barrier passes parity 1 at once */
+  /* 2-CTA cluster, stage copied by the other CTA: our consumers give its tiles back on that CTA's
+   * empty barriers, and we only raise our full barrier's byte count for each use, once its
+   * previous phase is over (same parity as the empty wait). */
+  const uint32_t wait_base = mc && (uint32_t)stage != rank ? full : empty;
   if (page >= 64) {
     const int pidx = key0 / page;
     const int off = key0 - pidx * page;
@@ -313,7 +335,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      mbar_wait(empty + t * 8, empty_parity, 'E');
+      mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
 #if FMLA_SM90_PROBE_NOLOAD
@@ -322,7 +344,13 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       const bool cp = ok;
 #endif
       mbarrier_arrive_expect_tx(bar, cp ? SM90_TILE_BYTES : 0u);
-      if (cp) cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
+      if (mc) { /* 2-CTA cluster: stage s is copied by CTA s into both CTAs (the other only expects it) */
+        if (cp && (uint32_t)stage == rank)
+          cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, (uint16_t)3,
+                                         policy);
+      } else if (cp) {
+        cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
+      }
       SM90_TR(trk, 4 + 2 * stage + (j == 4), j == 0 || j == 4);
     }
   } else {
@@ -350,15 +378,21 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      mbar_wait(empty + t * 8, empty_parity, 'E');
+      mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, bytes);
+      if (mc && (uint32_t)stage != rank) continue; /* the other CTA copies this stage into both */
 #pragma unroll
       for (int bx = 0; bx < 4; ++bx)
-        if (okbits >> bx & 1)
-          cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx], bar,
-                                      policy);
+        if (okbits >> bx & 1) {
+          if (mc)
+            cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
+                                           bar, (uint16_t)3, policy);
+          else
+            cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
+                                        bar, policy);
+        }
     }
   }
 }
@@ -388,10 +422,18 @@ static __device__ __forceinline__ void sm90_load_q(const fmla_kernel_params &p, 
   cp_async_commit_group();
 }
 
-/* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). */
-static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane) {
+/* One arrival per warp on barriers [first, first + n) of a stage (empty barriers count warps). In a
+ * 2-CTA cluster (kMc) on the barriers of the CTA that copies the stage for both (CTA `owner`, which
+ * may be this one): its empty barriers count both CTAs' warps. */
+template <int kMc>
+static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, int n, int lane, uint32_t owner) {
   if (lane == 0)
-    for (int t = first; t < first + n; ++t) mbarrier_arrive(empty + t * 8);
+    for (int t = first; t < first + n; ++t) {
+      if (kMc)
+        mbarrier_arrive_remote(empty + t * 8, owner);
+      else
+        mbarrier_arrive(empty + t * 8);
+    }
 }
 
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
@@ -628,7 +670,7 @@ typedef struct sm90_ctx {
 
 /* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
  * PA phases), pb = pairs with a B so far (stage 1 use, PB phase). */
-template <int kFp16>
+template <int kFp16, int kMc>
 static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         const uint32_t *q8,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
@@ -641,15 +683,15 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     SM90_TR(k, 8, c.wt == 0);
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     SM90_TR(k, 9, c.wt == 0);
-    const uint64_t zm = c.zmask[0]; /* read before tile 8 goes back: the producer rewrites it then */
+    const uint64_t zm = c.zmask[kMc ? (k & 1) : 0]; /* read before tile 8 goes back: the producer rewrites it then */
     if (pend_b) {
       /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
        * back a whole S earlier and the producer's next K_B load starts that much sooner. (Waiting
        * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
       wgmma_wait<0>();
       sm90_fence_o(o);
-      sm90_release(c.empty1, 0, 4, c.lane);
-      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
+      sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
       pend_b = false;
       SM90_TR(k, 15, c.wt == 0);
     }
@@ -659,7 +701,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
     sm90_fence_s(s);
     sm90_fence_o(o);
-    sm90_release(c.empty0, 8, 1, c.lane); /* the RoPE tile is dead after S */
+    sm90_release<kMc>(c.empty0, 8, 1, c.lane, 0); /* the RoPE tile is dead after S */
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
@@ -703,7 +745,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
          * and give its tiles back, so the producer's next K_A load starts while we wait. */
         wgmma_wait<0>();
         sm90_fence_o(o);
-        sm90_release(c.empty0, 0, 4, c.lane);
+        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
         a_l_back = true;
       }
       SM90_TR(k, 12, c.wt == 0);
@@ -733,7 +775,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       SM90_TR(k, 14, c.wt == 0);
       if (!a_l_back) {
         wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
-        sm90_release(c.empty0, 0, 4, c.lane);
+        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
       }
       pend_b = true;
       ++pb;
@@ -741,14 +783,14 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       m0 = ma0;
       m1 = ma1;
       wgmma_wait<0>();
-      sm90_release(c.empty0, 0, 4, c.lane);
+      sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release(c.empty1, 0, 4, c.lane);
-    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+    sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
+    sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
   }
 }
 
@@ -766,7 +808,7 @@ static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint3
 }
 
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
-template <int kFp16>
+template <int kFp16, int kMc>
 static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         const uint32_t *q8,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
@@ -779,8 +821,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     SM90_TR(k, 16, c.wt == 0);
     wgmma_wait<0>(); /* unconditional (a no-op without pend_b): ptxas must see O_R retired here (C7514) */
     if (pend_b) {
-      sm90_release(c.empty1, 4, 4, c.lane);
-      sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+      sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
+      sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
       pend_b = false;
     }
     SM90_TR(k, 17, c.wt == 0);
@@ -791,7 +833,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       float s[32];
       mbar_wait(c.full1, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
-      const uint64_t zm = c.zmask[1];
+      const uint64_t zm = c.zmask[kMc ? 2 + (par1) : 1];
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1, q8);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
@@ -838,7 +880,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       wgmma_wait<0>();
       sm90_fence_o(o);
       SM90_TR(k, 23, c.wt == 0);
-      sm90_release(c.empty0, 4, 4, c.lane);
+      sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       if (flag) sm90_rescale(o, ab0, ab1);
       l0 = l0 * aa0 * ab0 + ps0;
@@ -861,19 +903,19 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       m1 = ma1;
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<0>();
-      sm90_release(c.empty0, 4, 4, c.lane);
+      sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release(c.empty1, 4, 4, c.lane);
-    sm90_release(c.empty1, SM90_P_B_TILE, 1, c.lane);
+    sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
+    sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
   }
 }
 
-template <int kFp16>
+template <int kFp16, int kMc>
 static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem, int q_tma) {
   const int tid = threadIdx.x; /* 0..255 */
   const int wg = tid >> 7, warp = (tid >> 5) & 3;
@@ -900,7 +942,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   uint32_t nq = 0; /* segments with keys so far: Q tiles taken (q_full phase) */
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
-  c.zmask = (const volatile uint64_t *)(smem + SM90_OFF_ZMASK);
+  c.zmask = (const volatile uint64_t *)(smem + (kMc ? SM90_OFF_ZMASK_MC : SM90_OFF_ZMASK));
   c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
   c.sl2 = p.scale_log2;
   c.lane = tid & 31;
@@ -955,9 +997,9 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     for (int kk = 0; kk < 128; ++kk) o[kk] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     if (wg == 0)
-      sm90_wg0_segment<kFp16>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
+      sm90_wg0_segment<kFp16, kMc>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     else
-      sm90_wg1_segment<kFp16>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
+      sm90_wg1_segment<kFp16, kMc>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     SM90_CT(ts + 2, clock64());
 
     /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
@@ -1007,6 +1049,17 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     }
     SM90_CT(ts + 3, clock64());
   }
+  /* 2-CTA cluster: our warps arrive on the other CTA's empty barriers, so neither CTA may exit (its
+   * shared memory goes away) before the other has made its last such arrival. Every remote arrival
+   * of ours precedes this bar.sync; thread 0 then tells the other CTA and waits for its word. */
+  if (kMc) {
+    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
+    if (tid == 0) {
+      const uint32_t done = sbase + SM90_OFF_DONE;
+      mbarrier_arrive_remote(done, cluster_ctarank() ^ 1u);
+      mbar_wait(done, 0, 'D');
+    }
+  }
 #if FMLA_SM90_TRACE
   SM90_CT(2, sm90_gtimer());
   SM90_CT(3, clock64());
@@ -1015,7 +1068,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 #endif
 }
 
-template <int kFp16>
+template <int kFp16, int kMc>
 static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p, const CUtensorMap *map,
                                                      const CUtensorMap *qmap, int q_tma, uint8_t *smem) {
   const int hk = blockIdx.y;
@@ -1023,10 +1076,15 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   const uint32_t sbase = smem_u32(smem);
   const uint32_t sK = sbase + SM90_OFF_K, full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
   uint64_t *zmask = (uint64_t *)(smem + SM90_OFF_ZMASK);
-  /* EVICT_FIRST: with one M tile the KV stream is read once. With several M tiles the sibling
-   * CTAs (adjacent blockIdx.x) read the same blocks at about the same time: keep normal priority. */
-  const uint64_t policy =
-      p.num_m_blocks == 1 ? createpolicy_fractional_l2_evict_first() : createpolicy_fractional_l2_evict_normal();
+  /* EVICT_FIRST when this CTA (or its 2-CTA cluster, by multicast) is the only reader of the KV
+   * stream. Otherwise the sibling CTAs (adjacent blockIdx.x) read the same blocks at about the same
+   * time: keep normal priority. */
+  const uint32_t rank = kMc ? cluster_ctarank() : 0u;
+  const uint64_t policy = p.num_m_blocks == (kMc ? 2 : 1) ? createpolicy_fractional_l2_evict_first()
+                                                          : createpolicy_fractional_l2_evict_normal();
+  /* 2-CTA cluster: the bad-page masks of a stage are double-buffered by use parity, because the
+   * CTA that does not copy a stage may run a use ahead of its consumers */
+  uint64_t *zmask_mc = (uint64_t *)(smem + SM90_OFF_ZMASK_MC);
   uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
   /* meta[2] re-read per segment (an L1 hit): keeps the producer within its 40 registers */
   for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
@@ -1047,11 +1105,12 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
     }
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[0], policy, k);
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, kMc ? &zmask_mc[k & 1] : &zmask[0], policy,
+                         k, kMc, rank);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
         sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                           empty0 + SM90_NTILES * 8, &zmask[1], policy, k);
+                           empty0 + SM90_NTILES * 8, kMc ? &zmask_mc[2 + (pb & 1)] : &zmask[1], policy, k, kMc, rank);
         SM90_TR(k, 3, true);
         ++pb;
       }
@@ -1061,7 +1120,7 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
 
 #endif /* FMLA_SM90_DEVICE */
 
-template <int kFp16>
+template <int kFp16, int kMc>
 __global__ void __launch_bounds__(SM90_THREADS, 1)
     fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k,
                             const __grid_constant__ CUtensorMap tmap_q, int q_tma) {
@@ -1074,11 +1133,17 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   SM90_CT(1, clock64());
 #endif
   if (threadIdx.x == 0) {
-    const uint32_t sbase = smem_u32(smem);
+    const uint32_t sbase = smem_u32(smem), rank = kMc ? cluster_ctarank() : 0u;
     for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
-    /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs */
+    /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs; in a
+     * 2-CTA cluster the stage this CTA copies for both (stage = rank) counts both CTAs' warps */
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
-      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4);
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4) *
+                                                        (kMc && rank == (uint32_t)(t / SM90_NTILES) ? 2 : 1));
+    if (kMc) {
+      mbarrier_init(sbase + SM90_OFF_DONE, 1); /* the other CTA's consumer thread 0 */
+      for (int z = 0; z < 4; ++z) ((uint64_t *)(smem + SM90_OFF_ZMASK_MC))[z] = 0;
+    }
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
@@ -1094,6 +1159,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     if (q_tma) prefetch_tensormap(&tmap_q);
   }
   __syncthreads();
+  /* 2-CTA cluster: each CTA arrives on (and multicasts into) the other's barriers and tiles, so both
+   * CTAs' barriers must be initialised before either producer or consumer starts. */
+  if (kMc) cluster_sync_all();
   /* PDL: nothing written by an earlier kernel (metadata, lengths, q, cache) is read before this. */
   griddepcontrol_wait();
   SM90_CT(6, clock64());
@@ -1102,10 +1170,10 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents();
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
-    if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16>(p, &tmap_k, &tmap_q, q_tma, smem);
+    if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
     setmaxnreg_inc<232>();
-    sm90_consumer<kFp16>(p, smem, q_tma);
+    sm90_consumer<kFp16, kMc>(p, smem, q_tma);
   }
 #endif
 }
@@ -1574,12 +1642,13 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
   return FLASH_MLA_SUCCESS;
 }
 
-/* Launch one of the kernels with `smem` bytes of dynamic shared memory and PDL. The shared-memory
- * attribute is applied once per device (a bit per device in *attr_set; devices >= 64 every time). */
+/* Launch one of the kernels with `smem` bytes of dynamic shared memory, PDL and clusters of
+ * `cluster` CTAs along x. The shared-memory attribute is applied once per device (a bit per device
+ * in *attr_set; devices >= 64 every time). */
 template <typename Kernel, typename... Args>
 static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned long long> *attr_set, dim3 grid,
                                              int threads, int smem, int device, cudaStream_t stream, const char *name,
-                                             Args... args) {
+                                             int cluster, Args... args) {
   const unsigned long long bit = device < 64 ? 1ull << device : 0ull;
   if (!bit || !(attr_set->load(std::memory_order_acquire) & bit)) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
@@ -1593,20 +1662,59 @@ static flash_mla_status_t sm90_launch_kernel(Kernel kernel, std::atomic<unsigned
   cfg.blockDim = dim3((unsigned)threads, 1, 1);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned na = 0;
+  if (FMLA_SM90_PDL) {
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = (unsigned)cluster;
+    attr[na].val.clusterDim.y = 1;
+    attr[na++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = FMLA_SM90_PDL ? 1 : 0;
+  cfg.numAttrs = na;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_decode: Hopper %s launch failed: %s", name, cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;
 }
 
+/* How many 2-CTA clusters of the 64-row kernel can be resident on the device at once (0: unknown),
+ * asked once per device. A clustered grid must fit in one wave: its CTAs stay resident to the end. */
+template <int kFp16>
+static int sm90_max_clusters(int device) {
+  static std::atomic<int> cached[64];
+  if (device < 0 || device >= 64) return 0;
+  const int v = cached[device].load(std::memory_order_acquire);
+  if (v) return v - 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(2, 1, 1);
+  cfg.blockDim = dim3(SM90_THREADS, 1, 1);
+  cfg.dynamicSmemBytes = SM90_SMEM_BYTES;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 2;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaFuncSetAttribute(fmla_decode_sm90_kernel<kFp16, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           SM90_SMEM_BYTES) != cudaSuccess ||
+      cudaOccupancyMaxActiveClusters(&n, fmla_decode_sm90_kernel<kFp16, 1>, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError(); /* not sticky: keep it from the caller's next check */
+    n = 0;
+  }
+  cached[device].store(n + 1, std::memory_order_release);
+  return n;
+}
+
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
-  static std::atomic<unsigned long long> attr_set{0};
+  static std::atomic<unsigned long long> attr_set{0}, attr_set_mc{0};
   static thread_local sm90_map_cache qc = {};
   const int64_t key[8] = {p->ngroups, p->num_heads_k, p->seqlen_q, p->batch, p->q_head_stride, p->q_seq_stride,
                           p->q_batch_stride, p->dtype};
@@ -1614,9 +1722,15 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
     memset(&qc.map, 0, sizeof qc.map);
     sm90_map_cache_set(&qc, p->q, key, sm90_make_q_map(p, &qc.map));
   }
-  return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16>, &attr_set,
-                            dim3((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts),
-                            SM90_THREADS, SM90_SMEM_BYTES, device, stream, "kernel", *p, *map, qc.map, qc.ok);
+  const dim3 grid((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
+  /* M tiles in pairs (2-CTA clusters, K read once per pair by multicast) when they pair up and the
+   * clustered grid fits on the device at once */
+  if (FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 &&
+      (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z)
+    return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
+                              device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+  return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 0>, &attr_set, grid, SM90_THREADS, SM90_SMEM_BYTES, device,
+                            stream, "kernel", 1, *p, *map, qc.map, qc.ok);
 }
 
 template <int kFp16, int kN>
@@ -1624,7 +1738,7 @@ static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorM
   static std::atomic<unsigned long long> attr_set{0};
   return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set,
                             dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts), NW_THREADS,
-                            nw_layout<kN>::bytes, device, stream, "narrow kernel", *p, *map);
+                            nw_layout<kN>::bytes, device, stream, "narrow kernel", 1, *p, *map);
 }
 
 extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params *p, void *stream) {

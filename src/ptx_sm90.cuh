@@ -104,6 +104,60 @@ static __device__ __forceinline__ void cp_async_bulk_tensor_5d_g2s(uint32_t dst,
       : "memory");
 }
 
+/* ---- clusters (9.7.13.3.4 barrier.cluster, 9.7.9.20 mapa, special registers %cluster_*) ---- */
+
+static __device__ __forceinline__ uint32_t cluster_ctarank(void) {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+static __device__ __forceinline__ uint32_t cluster_nctarank(void) {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+  return r;
+}
+/* Every thread of every CTA of the cluster: what each wrote before (mbarrier inits included) is
+ * visible cluster-wide after it. */
+static __device__ __forceinline__ void cluster_sync_all(void) {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+/* Arrive on the mbarrier at the same shared-memory offset in CTA `rank` of the cluster, with the
+ * default semantics (release at CTA scope). The .release.cluster form compiles to MEMBAR.ALL.GPU +
+ * CCTL.IVALL around every arrive, which under load costs ~1000s of clocks (dev/mcast_rate.cu). A
+ * consumer giving back a tile it has finished reading needs no more: the same form is what
+ * multicast GEMM pipelines use for their remote releases. */
+static __device__ __forceinline__ void mbarrier_arrive_remote(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "{\n.reg .b32 ra;\n"
+      "mapa.shared::cluster.u32 ra, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [ra];\n}" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+/* try_wait with cluster-scope acquire: for barriers that other CTAs arrive on. */
+static __device__ __forceinline__ uint32_t mbarrier_try_wait_parity_cluster(uint32_t bar, uint32_t parity) {
+  uint32_t ok;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return ok;
+}
+/* cp.async.bulk.tensor with .multicast::cluster: the box lands at offset dst of every CTA in
+ * cta_mask, each of which gets the complete_tx on its own mbarrier at offset bar. */
+static __device__ __forceinline__ void cp_async_bulk_tensor_4d_g2s_mc(uint32_t dst, const CUtensorMap *map, int c0,
+                                                                       int c1, int c2, int c3, uint32_t bar,
+                                                                       uint16_t cta_mask, uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5}], [%6], %7, %8;" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar), "h"(cta_mask), "l"(policy)
+      : "memory");
+}
+
 /* 9.7.9.27 prefetch.tensormap: pull the descriptor (a kernel parameter) into the TMA unit's cache. */
 static __device__ __forceinline__ void prefetch_tensormap(const CUtensorMap *map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");

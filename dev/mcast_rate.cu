@@ -1,0 +1,219 @@
+/*
+ * mcast_rate.cu: does TMA multicast raise the rate at which SMs fill shared memory with K blocks
+ * when several CTAs read the same pages (the decode kernel's M tiles of one request)? Diagnostics
+ * for docs/perf-notes.md (GPU machine).
+ *
+ * Each CTA (one per SM) streams NB K blocks (64 tokens x 576 bf16 = 72 KB, 9 tiles of 8 KB, random
+ * pages of a 600 MB cache) through two 72 KB stages, as the decode kernel's producer does. Groups of
+ * `share` consecutive CTAs read the same page sequence (share 2 = the s_q=1, h_q=128 pattern, 4 =
+ * s_q=2). With mc = 1 a group of `share` CTAs is one cluster and tile t of a block is copied once,
+ * by CTA t % share, into every CTA of the cluster (.multicast::cluster); each consumer releases a
+ * tile on its own empty barrier and on the issuing CTA's (remote arrive). The consumer waits for a
+ * stage's 9 tiles, spins `work` SM clocks (a stand-in for a block's compute; 0 = give it back at
+ * once) and releases it. Printed per mode: time, bytes landed in shared memory per second (all
+ * SMs) and per SM clock, bytes read from L2 per second (landed / multicast factor), and with
+ * work > 0 the time beyond NB x work (the fill's exposed cost).
+ *
+ * Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/mcast_rate.cu -o build/mcast_rate -lcuda
+ */
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <random>
+#include <vector>
+
+#include "ptx_sm90.cuh"
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
+      exit(1);                                                                                  \
+    }                                                                                           \
+  } while (0)
+
+#define STAGE 73728
+#define NB 192
+#ifndef CLUSTER_ACQ /* 1: the issuing producer waits with try_wait.acquire.cluster (CCTL.IVALL) */
+#define CLUSTER_ACQ 0
+#endif
+
+#if FMLA_SM90_DEVICE
+static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity, int cl) {
+  if (cl)
+    while (!mbarrier_try_wait_parity_cluster(bar, parity)) {
+    }
+  else
+    while (!mbarrier_try_wait_parity(bar, parity)) {
+    }
+}
+#endif
+
+__global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUtensorMap map, const int *ids, int share,
+                                                     int mc, int work, unsigned long long *clk, unsigned *sums) {
+#if FMLA_SM90_DEVICE
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sb = smem_u32(smem);
+  const uint32_t full = sb + 2 * STAGE, empty = full + 18 * 8;
+  const uint32_t rank = mc ? cluster_ctarank() : 0;
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < 2; ++st)
+      for (int t = 0; t < 9; ++t) {
+        mbarrier_init(full + (st * 9 + t) * 8, 1);
+        /* the issuing CTA's empty barrier counts every consumer of the cluster */
+        mbarrier_init(empty + (st * 9 + t) * 8, mc && (uint32_t)(t % share) == rank ? share : 1);
+      }
+    fence_mbarrier_init_release_cluster();
+  }
+  __syncthreads();
+  if (mc) cluster_sync_all();
+  const int *my = ids + (size_t)(blockIdx.x / share) * NB;
+  const long long t0 = clock64();
+  if (threadIdx.x == 0) { /* producer */
+    const uint64_t pol = createpolicy_fractional_l2_evict_normal();
+    for (int b = 0; b < NB; ++b) {
+      const int st = b & 1;
+      const uint32_t use = b >> 1;
+      for (int t = 0; t < 9; ++t) {
+        const uint32_t e = empty + (st * 9 + t) * 8, f = full + (st * 9 + t) * 8;
+        const bool mine = !mc || (uint32_t)(t % share) == rank;
+        wait_bar(e, (use & 1) ^ 1, CLUSTER_ACQ && mc && mine);
+        mbarrier_arrive_expect_tx(f, 8192u);
+        if (!mc)
+          cp_async_bulk_tensor_4d_g2s(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f, pol);
+        else if (mine)
+          cp_async_bulk_tensor_4d_g2s_mc(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f,
+                                         (uint16_t)((1u << share) - 1), pol);
+      }
+    }
+  } else if (threadIdx.x == 32) { /* consumer */
+    for (int b = 0; b < NB; ++b) {
+      const int st = b & 1;
+      const uint32_t use = b >> 1;
+      for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1, 0);
+      if (work) {
+        const long long w0 = clock64();
+        while (clock64() - w0 < work) {
+        }
+      }
+      if (b < NB - 2)
+        for (int t = 0; t < 9; ++t) {
+          const uint32_t e = empty + (st * 9 + t) * 8;
+          mbarrier_arrive(e);
+          if (mc && (uint32_t)(t % share) != rank) mbarrier_arrive_remote(e, (uint32_t)(t % share));
+        }
+    }
+    clk[blockIdx.x] = clock64() - t0;
+  }
+  __syncthreads();
+  unsigned s = 0;
+  const unsigned *w = (const unsigned *)(smem + ((NB - 1) & 1) * STAGE);
+  for (int k = threadIdx.x; k < STAGE / 4; k += 64) s += w[k] * (unsigned)(k * 2654435761u | 1u);
+  atomicAdd(&sums[blockIdx.x], s);
+  if (mc) cluster_sync_all(); /* no CTA leaves while a peer may still arrive on its barriers */
+#endif
+}
+
+static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids, int share, int mc, int work,
+                       unsigned long long *dclk, unsigned *dsum) {
+  std::vector<float> ms;
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(sms);
+  cfg.blockDim = dim3(64);
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = mc ? share : 1;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  for (int rep = 0; rep < 7; ++rep) {
+    CK(cudaMemset(dsum, 0, sms * 4));
+    CK(cudaEventRecord(a));
+    CK(cudaLaunchKernelEx(&cfg, fill_kernel, m, dids, share, mc, work, dclk, dsum));
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    CK(cudaGetLastError());
+    float x;
+    CK(cudaEventElapsedTime(&x, a, b));
+    if (rep > 1) ms.push_back(x);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+int main() {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  sms -= sms % 4; /* whole clusters of 4 */
+  const int nblocks = 8192;
+  const size_t bytes = (size_t)nblocks * STAGE;
+  void *kv;
+  CK(cudaMalloc(&kv, bytes));
+  {
+    std::vector<uint16_t> h(bytes / 2);
+    for (size_t k = 0; k < h.size(); ++k) h[k] = (uint16_t)(k * 40503u >> 3);
+    CK(cudaMemcpy(kv, h.data(), bytes, cudaMemcpyHostToDevice));
+  }
+  std::vector<int> ids((size_t)sms * NB);
+  std::mt19937 rng(1);
+  for (auto &x : ids) x = (int)(rng() % nblocks);
+  int *dids;
+  CK(cudaMalloc(&dids, ids.size() * 4));
+  CK(cudaMemcpy(dids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  unsigned long long *dclk;
+  unsigned *dsum;
+  CK(cudaMalloc(&dclk, sms * 8));
+  CK(cudaMalloc(&dsum, sms * 4));
+  CUtensorMap m9;
+  {
+    cuuint64_t dims[4] = {576, 1, 64, (cuuint64_t)nblocks}, str[3] = {1152, 1152, STAGE};
+    cuuint32_t box[4] = {64, 1, 64, 1}, es[4] = {1, 1, 1, 1};
+    CUresult r = cuTensorMapEncodeTiled(&m9, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
+                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                        CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+      printf("tensor map: CUresult %d\n", (int)r);
+      return 1;
+    }
+  }
+  const int smem = 2 * STAGE + 36 * 8 + 1024;
+  CK(cudaFuncSetAttribute(fill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  CK(cudaFuncSetAttribute(fill_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const int modes[5][2] = {{1, 0}, {2, 0}, {2, 1}, {4, 0}, {4, 1}};
+  const int works[3] = {0, 3000, 3600};
+  std::vector<unsigned> ref2, ref4;
+  for (int w = 0; w < 3; ++w)
+    for (const auto &md : modes) {
+      const int share = md[0], mc = md[1], work = works[w];
+      const double t = time_fill(m9, sms, smem, dids, share, mc, work, dclk, dsum) * 1e-3;
+      std::vector<unsigned long long> clk(sms);
+      std::vector<unsigned> sum(sms);
+      CK(cudaMemcpy(clk.data(), dclk, sms * 8, cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(sum.data(), dsum, sms * 4, cudaMemcpyDeviceToHost));
+      /* every CTA of a group landed the same last block: checksums must agree inside the group */
+      int agree = 0;
+      for (int k = 0; k < sms; ++k) agree += sum[k] == sum[k - k % share];
+      std::sort(clk.begin(), clk.end());
+      const double landed = (double)NB * STAGE * sms, med = (double)clk[sms / 2];
+      printf("%s share=%d mc=%d work=%4d: %8.1f us, landed %5.0f GB/s (%4.1f B/clk per SM), L2->SM %5.0f GB/s, "
+             "median CTA %8.0f clk, beyond NB*work %+7.0f clk (%+5.1f%%), group checksums agree %d/%d\n",
+             prop.name, share, mc, work, t * 1e6, landed / t * 1e-9, NB * (double)STAGE / med,
+             landed / t * 1e-9 / (mc ? share : 1), med, med - (double)NB * work,
+             work ? 100.0 * (med - (double)NB * work) / ((double)NB * work) : 0.0, agree, sms);
+    }
+  return 0;
+}

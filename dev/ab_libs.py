@@ -21,13 +21,44 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import bench  # noqa: E402
 
 
+class Energy:
+    """The GPU's total energy counter (NVML, millijoules) through the driver's libnvidia-ml, or None."""
+
+    def __init__(self):
+        self.h = None
+        try:
+            self.nv = ctypes.CDLL("libnvidia-ml.so.1")
+            if self.nv.nvmlInit_v2() == 0:
+                h = ctypes.c_void_p()
+                if self.nv.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(h)) == 0:
+                    self.h = h
+        except OSError:
+            pass
+
+    def mj(self):
+        if self.h is None:
+            return None
+        v = ctypes.c_ulonglong()
+        return v.value if self.nv.nvmlDeviceGetTotalEnergyConsumption(self.h, ctypes.byref(v)) == 0 else None
+
+
+ENERGY = None
+
+
 def sustained_us(torch, g, secs):
     """Mean replay time per 0.2 s window over `secs` seconds of back-to-back replays; the median of
-    the windows after the first quarter (power-capped steady state)."""
+    the windows after the first quarter (power-capped steady state). Also returns the energy per
+    call over that last three quarters (mJ, from NVML's counter; None where it cannot be read)."""
     import time
+    global ENERGY
+    if ENERGY is None:
+        ENERGY = Energy()
     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    win, t0 = [], time.time()
+    win, t0, calls, ej0 = [], time.time(), 0, None
     while time.time() - t0 < secs:
+        if ej0 is None and time.time() - t0 >= secs / 4:
+            torch.cuda.synchronize()
+            ej0, calls = ENERGY.mj(), 0
         n, ts = 0, time.time()
         e0.record()
         while time.time() - ts < 0.2:
@@ -37,9 +68,12 @@ def sustained_us(torch, g, secs):
             torch.cuda.synchronize()
         e1.record()
         e1.synchronize()
+        calls += n
         win.append(e0.elapsed_time(e1) * 1000.0 / n)
+    ej1 = ENERGY.mj()
     tail = sorted(win[len(win) // 4:])
-    return tail[len(tail) // 2]
+    mj = (ej1 - ej0) / calls if ej0 is not None and ej1 is not None and calls else None
+    return tail[len(tail) // 2], mj
 
 
 def main():
@@ -50,7 +84,8 @@ def main():
     ap.add_argument("--kernel", default="hopper")
     ap.add_argument("--sustain", type=float, default=0.0, metavar="SECONDS",
                     help="instead of 30 replays: replay back to back for SECONDS (the GPU reaches its power cap), "
-                         "time 0.2 s windows, report the median window of the last 3/4")
+                         "time 0.2 s windows, report the median window of the last 3/4 and the energy per call "
+                         "(NVML counter, mJ) over them")
     args = ap.parse_args()
     import torch
 
@@ -92,16 +127,22 @@ def main():
                 call()
             graphs.append(g)
         times = [[] for _ in funcs]
+        energy = [[] for _ in funcs]
         for r in range(args.rounds):
             # round r starts at library r % n: the first-timed library (coolest GPU) rotates
             for jj in range(len(graphs)):
                 j = (r + jj) % len(graphs)
-                times[j].append(sustained_us(torch, graphs[j], args.sustain) if args.sustain > 0
-                                else timer.median_us([graphs[j].replay]))
+                if args.sustain > 0:
+                    t, mj = sustained_us(torch, graphs[j], args.sustain)
+                    times[j].append(t)
+                    energy[j].append(mj)
+                else:
+                    times[j].append(timer.median_us([graphs[j].replay]))
         diffs = [(o - outs[0]).abs().max().item() for o in outs]
         cells = []
         for j in range(len(funcs)):
-            cells.append("%-22s" % ("/".join("%.1f" % t for t in times[j]) + (" d=%.0e" % diffs[j] if j else "")))
+            e = "".join(" %.1fmJ" % x for x in energy[j] if x is not None)
+            cells.append("%-22s" % ("/".join("%.1f" % t for t in times[j]) + e + (" d=%.0e" % diffs[j] if j else "")))
         print("%-4d %-8s %3d %2d %6d %4d %3s | %s" % (idx, c["set"], c["b"], c["s_q"], c["s_k"], c["h_q"],
                                                    "T" if c["causal"] else "F", " | ".join(cells)), flush=True)
         del graphs, data, outs

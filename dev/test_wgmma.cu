@@ -12,6 +12,7 @@
  *           metadata from the host scheduler (src/sched_host.c), splits merged on the host with
  *           combine_math.h, against a double-precision CPU reference.
  *   bench   one big decode (kernel only, no combine), median of 30 event-timed launches.
+ *   benchtp the same for the tp set's b=128 shapes that use the 64-row kernel (h_q 64 s_q 1, 32/2, 64/2).
  *   trace   [s_q [L]]: the bench shape with -DFMLA_SM90_TRACE=1: median timeline of a pair (clock64).
  *
  * Build and run (on an H100/H200; sm_90a only):
@@ -245,7 +246,8 @@ static int run_tile(int fp16, int page) {
 typedef struct dcase {
   int fp16, b, s_q, h_q, h_kv, page, causal, parts;
   int lens[4];
-  int bad_page; /* 1: one block-table entry inside L is out of range */
+  int bad_page; /* 1: one block-table entry inside L is out of range; 2: every 64-key block n with
+                  * n % 8 in 1..6 (all its pages) out of range, so both K stages see runs of bad blocks */
   int pad;      /* extra elements per q/out head (strided q/out) */
 } dcase;
 
@@ -279,7 +281,13 @@ static int run_decode(const dcase &c, int verbose) {
            * below was set: with K ~ U[-1, 1) the bf16 rounding of P alone exceeds it on short rows. */
           for (int d = 0; d < 576; ++d) kc[(((size_t)id * page + s) * h_kv + h) * 576 + d] = f2h(0.17f * frand(), fp16);
     }
-    if (c.bad_page && np >= 2 && bad_i < 0) {
+    if (c.bad_page == 2) {
+      for (int pg = 0; pg < np; ++pg) {
+        const int nb = pg * page / 64;
+        if (nb % 8 >= 1 && nb % 8 <= 6) bt[(size_t)i * max_blocks + pg] = (pg & 1) ? -7 : nblocks + 5 + pg;
+      }
+      bad_i = i;
+    } else if (c.bad_page && np >= 2 && bad_i < 0) {
       bad_i = i;
       bad_pg = np / 2;
       bt[(size_t)i * max_blocks + bad_pg] = (i & 1) ? -7 : nblocks + 5;
@@ -637,6 +645,11 @@ int main(int argc, char **argv) {
         {1, 4, 2, 64, 1, 32, 1, 2, {1, 191, 4000, 65}, 1, 0},
         {0, 1, 1, 32, 1, 64, 0, 1, {8191}, 1, 0},
         {0, 4, 2, 128, 1, 16, 1, 3, {640, 576, 1, 1217}, 0, 0},
+        /* runs of bad blocks on both stages of the 2-CTA cluster path (128 and 256 rows), few parts
+         * so segments are long; pages of 64 and 16 keys */
+        {0, 2, 1, 128, 1, 64, 0, 2, {4000, 2900}, 2, 0},
+        {1, 2, 2, 128, 1, 64, 1, 3, {3000, 4100}, 2, 0},
+        {0, 2, 1, 128, 1, 16, 0, 2, {2500, 3300}, 2, 0},
     };
     for (const dcase &c : cases) {
       fails += run_decode(c, 0);
@@ -646,6 +659,11 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "trace")) { /* build with -DFMLA_SM90_TRACE=1: trace [s_q [L]] */
     const int sq = argc > 2 ? atoi(argv[2]) : 1, L = argc > 3 ? atoi(argv[3]) : 4096;
     run_bench(128, sq, 128, L, 0);
+  }
+  if (!strcmp(mode, "benchtp")) { /* the tp set's b=128 shapes on the 64-row kernel (64 and 128 rows) */
+    run_bench(128, 1, 64, 8192, 0);
+    run_bench(128, 2, 32, 8192, 0);
+    run_bench(128, 2, 64, 8192, 0);
   }
   if (all || !strcmp(mode, "bench")) {
     run_bench(128, 1, 128, 4096, 0);

@@ -325,7 +325,12 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
   const uint32_t empty_parity = (use & 1) ^ 1;  /* a fresh barrier passes parity 1 at once */
   /* 2-CTA cluster, stage copied by the other CTA: our consumers give its tiles back on that CTA's
    * empty barriers, and we only raise our full barrier's byte count for each use, once its
-   * previous phase is over (same parity as the empty wait). */
+   * previous phase is over (same parity as the empty wait). That bounds us to one use ahead of our
+   * consumers only because no phase can complete without the other CTA's copy, which waits for
+   * our consumers: so in a cluster every tile is copied, a page id outside [0, num_blocks) from
+   * page 0 instead (its keys are masked to zero as always; the host clusters only when
+   * num_blocks > 0). A phase of zero bytes would complete on our own arrival and let us run a
+   * second use ahead, past a phase our consumers have not seen yet. */
   const uint32_t wait_base = mc && (uint32_t)stage != rank ? full : empty;
   if (page >= 64) {
     const int pidx = key0 / page;
@@ -338,16 +343,16 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
-#if FMLA_SM90_PROBE_NOLOAD
+#if FMLA_SM90_PROBE_NOLOAD /* single-CTA kernel only (FMLA_SM90_MCAST=0): zero-byte phases, see above */
       const bool cp = ok && use == 0;
 #else
-      const bool cp = ok;
+      const bool cp = ok || mc;
 #endif
       mbarrier_arrive_expect_tx(bar, cp ? SM90_TILE_BYTES : 0u);
       if (mc) { /* 2-CTA cluster: stage s is copied by CTA s into both CTAs (the other only expects it) */
         if (cp && (uint32_t)stage == rank)
-          cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, (uint16_t)3,
-                                         policy);
+          cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, ok ? id : 0, bar,
+                                         (uint16_t)3, policy);
       } else if (cp) {
         cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, id, bar, policy);
       }
@@ -357,7 +362,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
     const int nbox = 64 / page; /* 2 or 4 */
     const int npages = (L + page - 1) / page;
     int ids[4]; /* fully unrolled loops below: stays in registers */
-    uint32_t okbits = 0;
+    uint32_t okbits = 0; /* boxes to copy: valid pages (in a cluster every page inside L, bad ones from page 0) */
     uint64_t zm = 0;
 #pragma unroll
     for (int bx = 0; bx < 4; ++bx) {
@@ -365,6 +370,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       ids[bx] = 0;
       if (bx >= nbox || pidx >= npages) continue; /* wholly past L: masked, never looked up */
       const int id = bt[pidx];
+      if (mc) okbits |= 1u << bx;
       if ((unsigned)id < (unsigned)p.num_blocks) {
         ids[bx] = id;
         okbits |= 1u << bx;
@@ -1725,7 +1731,7 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   const dim3 grid((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
   /* M tiles in pairs (2-CTA clusters, K read once per pair by multicast) when they pair up and the
    * clustered grid fits on the device at once */
-  if (FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 &&
+  if (FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 && p->num_blocks > 0 &&
       (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z)
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);

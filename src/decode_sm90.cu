@@ -168,7 +168,8 @@
 static __device__ __forceinline__ float sm90_new_ref(float m, float mx) {
   return FMLA_SM90_LAZY ? (mx > m + SM90_LAZY_TAU ? mx : m) : fmaxf(m, mx);
 }
-#ifndef FMLA_SM90_PROBE_NOLOAD /* diagnostics only (wrong results): after each stage's first fill */
+#ifndef FMLA_SM90_PROBE_NOLOAD /* diagnostics only (wrong results; single-CTA: build with MCAST=0, the
+                                 * cluster kernel hangs on its zero-byte phases): after each stage's first fill */
 #define FMLA_SM90_PROBE_NOLOAD 0  /* the producer arrives on the full barriers without copying: the   */
 #endif                            /* pair schedule with the K fill taken away (dev/test_wgmma trace)   */
 /* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's

@@ -38,18 +38,13 @@
 
 #define STAGE 73728
 #define NB 192
-#ifndef CLUSTER_ACQ /* 1: the issuing producer waits with try_wait.acquire.cluster (CCTL.IVALL) */
-#define CLUSTER_ACQ 0
-#endif
 
 #if FMLA_SM90_DEVICE
-static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity, int cl) {
-  if (cl)
-    while (!mbarrier_try_wait_parity_cluster(bar, parity)) {
-    }
-  else
-    while (!mbarrier_try_wait_parity(bar, parity)) {
-    }
+/* CTA-scope waits throughout, also on the barriers the other CTAs arrive on: the cluster-scope
+ * acquire form (try_wait...acquire.cluster) compiles to CCTL.IVALL per poll (perf-notes). */
+static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
+  while (!mbarrier_try_wait_parity(bar, parity)) {
+  }
 }
 #endif
 
@@ -82,7 +77,7 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
       for (int t = 0; t < 9; ++t) {
         const uint32_t e = empty + (st * 9 + t) * 8, f = full + (st * 9 + t) * 8;
         const bool mine = !mc || (uint32_t)(t % share) == rank;
-        wait_bar(e, (use & 1) ^ 1, CLUSTER_ACQ && mc && mine);
+        wait_bar(e, (use & 1) ^ 1);
         mbarrier_arrive_expect_tx(f, 8192u);
         if (!mc)
           cp_async_bulk_tensor_4d_g2s(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f, pol);
@@ -95,7 +90,7 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
     for (int b = 0; b < NB; ++b) {
       const int st = b & 1;
       const uint32_t use = b >> 1;
-      for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1, 0);
+      for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1);
       if (work) {
         const long long w0 = clock64();
         while (clock64() - w0 < work) {

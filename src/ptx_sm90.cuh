@@ -134,18 +134,6 @@ static __device__ __forceinline__ void mbarrier_arrive_remote(uint32_t bar, uint
       "r"(rank)
       : "memory");
 }
-/* try_wait with cluster-scope acquire: for barriers that other CTAs arrive on. */
-static __device__ __forceinline__ uint32_t mbarrier_try_wait_parity_cluster(uint32_t bar, uint32_t parity) {
-  uint32_t ok;
-  asm volatile(
-      "{\n.reg .pred p;\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(ok)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return ok;
-}
 /* cp.async.bulk.tensor with .multicast::cluster: the box lands at offset dst of every CTA in
  * cta_mask, each of which gets the complete_tx on its own mbarrier at offset bar. */
 static __device__ __forceinline__ void cp_async_bulk_tensor_4d_g2s_mc(uint32_t dst, const CUtensorMap *map, int c0,

@@ -26,17 +26,8 @@
 #include <vector>
 
 #include "ptx_sm90.cuh"
+#include "kv_stream.cuh"
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
-      exit(1);                                                                                  \
-    }                                                                                           \
-  } while (0)
-
-#define STAGE 73728
 #define NB 192
 
 #if FMLA_SM90_DEVICE
@@ -153,31 +144,15 @@ int main() {
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   sms -= sms % 4; /* whole clusters of 4 */
   const int nblocks = 8192;
-  const size_t bytes = (size_t)nblocks * STAGE;
-  void *kv;
-  CK(cudaMalloc(&kv, bytes));
-  {
-    std::vector<uint16_t> h(bytes / 2);
-    for (size_t k = 0; k < h.size(); ++k) h[k] = (uint16_t)(k * 40503u >> 3);
-    CK(cudaMemcpy(kv, h.data(), bytes, cudaMemcpyHostToDevice));
-  }
-  std::vector<int> ids((size_t)sms * NB);
-  std::mt19937 rng(1);
-  for (auto &x : ids) x = (int)(rng() % nblocks);
-  int *dids;
-  CK(cudaMalloc(&dids, ids.size() * 4));
-  CK(cudaMemcpy(dids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  void *kv = kv_cache_alloc(nblocks);
+  int *dids = kv_random_ids(sms, NB, nblocks);
   unsigned long long *dclk;
   unsigned *dsum;
   CK(cudaMalloc(&dclk, sms * 8));
   CK(cudaMalloc(&dsum, sms * 4));
   CUtensorMap m9;
   {
-    cuuint64_t dims[4] = {576, 1, 64, (cuuint64_t)nblocks}, str[3] = {1152, 1152, STAGE};
-    cuuint32_t box[4] = {64, 1, 64, 1}, es[4] = {1, 1, 1, 1};
-    CUresult r = cuTensorMapEncodeTiled(&m9, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
-                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                        CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    const CUresult r = kv_tile_map(&m9, kv, nblocks, CU_TENSOR_MAP_L2_PROMOTION_NONE);
     if (r != CUDA_SUCCESS) {
       printf("tensor map: CUresult %d\n", (int)r);
       return 1;

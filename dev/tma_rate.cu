@@ -27,17 +27,8 @@
 #include <vector>
 
 #include "ptx_sm90.cuh"
+#include "kv_stream.cuh"
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
-      exit(1);                                                                                  \
-    }                                                                                           \
-  } while (0)
-
-#define STAGE 73728
 #define NB_PER_CTA 192
 
 #if FMLA_SM90_DEVICE
@@ -130,43 +121,20 @@ int main() {
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const int nblocks = 8192;
-  const size_t bytes = (size_t)nblocks * STAGE;
-  void *kv;
-  CK(cudaMalloc(&kv, bytes));
-  {
-    std::vector<uint16_t> h(bytes / 2);
-    for (size_t k = 0; k < h.size(); ++k) h[k] = (uint16_t)(k * 40503u >> 3);
-    CK(cudaMemcpy(kv, h.data(), bytes, cudaMemcpyHostToDevice));
-  }
-  std::vector<int> ids((size_t)sms * NB_PER_CTA);
-  std::mt19937 rng(1);
-  for (auto &x : ids) x = (int)(rng() % nblocks);
-  int *dids;
-  CK(cudaMalloc(&dids, ids.size() * 4));
-  CK(cudaMemcpy(dids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  void *kv = kv_cache_alloc(nblocks);
+  int *dids = kv_random_ids(sms, NB_PER_CTA, nblocks);
   unsigned long long *dclk;
   unsigned *dsum;
   CK(cudaMalloc(&dclk, sms * 8));
   CK(cudaMalloc(&dsum, sms * 4));
   CUtensorMap m9, mg[3];
-  {
-    cuuint64_t dims[4] = {576, 1, 64, (cuuint64_t)nblocks}, str[3] = {1152, 1152, STAGE};
-    cuuint32_t box[4] = {64, 1, 64, 1}, es[4] = {1, 1, 1, 1};
-    CUresult r = cuTensorMapEncodeTiled(&m9, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
-                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    printf("tile9 map: CUresult %d\n", (int)r);
-  }
-  /* L2 promotion of the tile9 map: none, 64B, 128B, 256B (the library uses 256B) */
+  printf("tile9 map: CUresult %d\n", (int)kv_tile_map(&m9, kv, nblocks, CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
+  /* L2 promotion of the tile9 map: none, 64B, 128B, 256B (the library used 256B until 9b46198) */
   CUtensorMap mp[4];
   const CUtensorMapL2promotion promo[4] = {CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_64B,
                                            CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B};
   for (int k = 0; k < 4; ++k) {
-    cuuint64_t dims[4] = {576, 1, 64, (cuuint64_t)nblocks}, str[3] = {1152, 1152, STAGE};
-    cuuint32_t box[4] = {64, 1, 64, 1}, es[4] = {1, 1, 1, 1};
-    CUresult r = cuTensorMapEncodeTiled(&mp[k], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
-                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promo[k],
-                                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    const CUresult r = kv_tile_map(&mp[k], kv, nblocks, promo[k]);
     if (r != CUDA_SUCCESS) printf("promo map %d: CUresult %d\n", k, (int)r);
   }
   const int G[3] = {3, 4, 9};

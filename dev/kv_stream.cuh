@@ -1,0 +1,62 @@
+/*
+ * kv_stream.cuh: what the fill-rate diagnostics (dev/tma_rate.cu, dev/mcast_rate.cu) share: a CUDA
+ * check, a synthetic K cache of 72 KB blocks (64 tokens x 576 bf16), random block ids for the
+ * streams, and the library's tile map over it (box 64 columns x 64 tokens, 128-byte swizzle).
+ * Host code; GPU machine only.
+ */
+#ifndef FMLA_DEV_KV_STREAM_CUH
+#define FMLA_DEV_KV_STREAM_CUH
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <random>
+#include <vector>
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
+      exit(1);                                                                                  \
+    }                                                                                           \
+  } while (0)
+
+#define STAGE 73728 /* one 64-token block of K: 9 column tiles of 64 x 64 bf16 */
+
+/* nblocks blocks of deterministic non-zero data (nblocks * 72 KB on the device). */
+static void *kv_cache_alloc(int nblocks) {
+  const size_t bytes = (size_t)nblocks * STAGE;
+  void *kv;
+  CK(cudaMalloc(&kv, bytes));
+  std::vector<uint16_t> h(bytes / 2);
+  for (size_t k = 0; k < h.size(); ++k) h[k] = (uint16_t)(k * 40503u >> 3);
+  CK(cudaMemcpy(kv, h.data(), bytes, cudaMemcpyHostToDevice));
+  return kv;
+}
+
+/* nstreams x per_stream random block ids in [0, nblocks), on the device. */
+static int *kv_random_ids(int nstreams, int per_stream, int nblocks) {
+  std::vector<int> ids((size_t)nstreams * per_stream);
+  std::mt19937 rng(1);
+  for (auto &x : ids) x = (int)(rng() % nblocks);
+  int *d;
+  CK(cudaMalloc(&d, ids.size() * 4));
+  CK(cudaMemcpy(d, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  return d;
+}
+
+/* The library's K map (sm90_make_k_map) over the synthetic cache: (576 columns, 1 head, 64 tokens,
+ * blocks), box 64 x 64, with the given L2 promotion. */
+static CUresult kv_tile_map(CUtensorMap *m, void *kv, int nblocks, CUtensorMapL2promotion promo) {
+  cuuint64_t dims[4] = {576, 1, 64, (cuuint64_t)nblocks}, str[3] = {1152, 1152, STAGE};
+  cuuint32_t box[4] = {64, 1, 64, 1}, es[4] = {1, 1, 1, 1};
+  return cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
+                                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promo,
+                                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+#endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -57,6 +58,31 @@ static CUresult kv_tile_map(CUtensorMap *m, void *kv, int nblocks, CUtensorMapL2
   return cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promo,
                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+/* Median time (ms) of 5 launches after 2 warm-ups; `before` runs ahead of each (untimed), `launch`
+ * is timed with events. */
+template <class B, class L>
+static float median_launch_ms(B before, L launch) {
+  std::vector<float> ms;
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  for (int rep = 0; rep < 7; ++rep) {
+    before();
+    CK(cudaEventRecord(a));
+    launch();
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    CK(cudaGetLastError());
+    float x;
+    CK(cudaEventElapsedTime(&x, a, b));
+    if (rep > 1) ms.push_back(x);
+  }
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 #endif

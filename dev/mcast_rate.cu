@@ -107,10 +107,6 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
 
 static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids, int share, int mc, int work,
                        unsigned long long *dclk, unsigned *dsum) {
-  std::vector<float> ms;
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(sms);
   cfg.blockDim = dim3(64);
@@ -122,21 +118,8 @@ static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids,
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  for (int rep = 0; rep < 7; ++rep) {
-    CK(cudaMemset(dsum, 0, sms * 4));
-    CK(cudaEventRecord(a));
-    CK(cudaLaunchKernelEx(&cfg, fill_kernel, m, dids, share, mc, work, dclk, dsum));
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    CK(cudaGetLastError());
-    float x;
-    CK(cudaEventElapsedTime(&x, a, b));
-    if (rep > 1) ms.push_back(x);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return median_launch_ms([&] { CK(cudaMemset(dsum, 0, sms * 4)); },
+                          [&] { CK(cudaLaunchKernelEx(&cfg, fill_kernel, m, dids, share, mc, work, dclk, dsum)); });
 }
 
 int main() {

@@ -96,25 +96,8 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
 /* Median time (ms) of 5 launches after 2 warm-ups; the last launch's stamps stay in dclk / dsum. */
 static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids, int mode, int pairs,
                        unsigned long long *dclk, unsigned *dsum) {
-  std::vector<float> ms;
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  for (int rep = 0; rep < 7; ++rep) {
-    CK(cudaMemset(dsum, 0, sms * 4));
-    CK(cudaEventRecord(a));
-    fill_kernel<<<sms, 64, smem>>>(m, dids, mode, pairs, dclk, dsum);
-    CK(cudaEventRecord(b));
-    CK(cudaEventSynchronize(b));
-    CK(cudaGetLastError());
-    float x;
-    CK(cudaEventElapsedTime(&x, a, b));
-    if (rep > 1) ms.push_back(x);
-  }
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return median_launch_ms([&] { CK(cudaMemset(dsum, 0, sms * 4)); },
+                          [&] { fill_kernel<<<sms, 64, smem>>>(m, dids, mode, pairs, dclk, dsum); });
 }
 
 int main() {

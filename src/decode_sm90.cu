@@ -159,15 +159,6 @@
 #define FMLA_SM90_PDL 1
 #endif
 
-#ifndef FMLA_SM90_LAZY /* lazy reference max: a row's softmax reference moves only when a block's max */
-#define FMLA_SM90_LAZY 0 /* exceeds it by more than SM90_LAZY_TAU (log2 units): P <= 2^TAU, and O, l  */
-#endif                   /* need no rescale (nor the PV wait before it) in the common case. EXPERIMENT, */
-                         /* off: built (ptxas clean) but not yet run on a GPU; see perf-notes' next steps */
-#define SM90_LAZY_TAU 8.f
-/* New reference of a row from the old one (m, -inf: none yet) and a block's max mx. */
-static __device__ __forceinline__ float sm90_new_ref(float m, float mx) {
-  return FMLA_SM90_LAZY ? (mx > m + SM90_LAZY_TAU ? mx : m) : fmaxf(m, mx);
-}
 #ifndef FMLA_SM90_PROBE_NOLOAD /* diagnostics only (wrong results; single-CTA: build with MCAST=0, the
                                  * cluster kernel hangs on its zero-byte phases): after each stage's first fill */
 #define FMLA_SM90_PROBE_NOLOAD 0  /* the producer arrives on the full barriers without copying: the   */
@@ -402,6 +393,17 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
         }
     }
   }
+}
+
+/* The bad-page mask of stage `stage` at use `use`: one slot per stage, or in a 2-CTA cluster one per
+ * stage and use parity (the CTA that does not copy a stage may run a use ahead of its consumers). */
+template <int kMc>
+static __device__ __forceinline__ uint64_t *sm90_zmask_base(uint8_t *smem) {
+  return (uint64_t *)(smem + (kMc ? SM90_OFF_ZMASK_MC : SM90_OFF_ZMASK));
+}
+template <int kMc>
+static __device__ __forceinline__ int sm90_zmask_idx(int stage, uint32_t use) {
+  return kMc ? 2 * stage + (int)(use & 1) : stage;
 }
 
 /* ---- consumers ---- */
@@ -690,7 +692,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     SM90_TR(k, 8, c.wt == 0);
     mbar_wait(c.full0 + 8 * 8, par0, 'F');
     SM90_TR(k, 9, c.wt == 0);
-    const uint64_t zm = c.zmask[kMc ? (k & 1) : 0]; /* read before tile 8 goes back: the producer rewrites it then */
+    const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(0, k)]; /* read before tile 8 goes back: the producer rewrites it then */
     if (pend_b) {
       /* The previous pair's PV_B_L: finish it before S_A, so stage 1's V[:, 0:256] and P_B tiles go
        * back a whole S earlier and the producer's next K_B load starts that much sooner. (Waiting
@@ -712,7 +714,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-    const float ma0 = sm90_new_ref(m0, mx0), ma1 = sm90_new_ref(m1, mx1);
+    const float ma0 = fmaxf(m0, mx0), ma1 = fmaxf(m1, mx1);
     const float ra0 = sm90_ref(ma0), ra1 = sm90_ref(ma1);
     const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
     float ps0, ps1;
@@ -840,7 +842,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       float s[32];
       mbar_wait(c.full1, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
-      const uint64_t zm = c.zmask[kMc ? 2 + (par1) : 1];
+      const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(1, pb)];
       sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1, q8);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
@@ -859,7 +861,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
 
       float mx0, mx1;
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
-      const float mb0 = sm90_new_ref(ma0, mx0), mb1 = sm90_new_ref(ma1, mx1);
+      const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;
@@ -949,7 +951,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   uint32_t nq = 0; /* segments with keys so far: Q tiles taken (q_full phase) */
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
-  c.zmask = (const volatile uint64_t *)(smem + (kMc ? SM90_OFF_ZMASK_MC : SM90_OFF_ZMASK));
+  c.zmask = sm90_zmask_base<kMc>(smem);
   c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
   c.sl2 = p.scale_log2;
   c.lane = tid & 31;
@@ -1082,16 +1084,13 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
   const uint32_t sbase = smem_u32(smem);
   const uint32_t sK = sbase + SM90_OFF_K, full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
-  uint64_t *zmask = (uint64_t *)(smem + SM90_OFF_ZMASK);
+  uint64_t *zmask = sm90_zmask_base<kMc>(smem);
   /* EVICT_FIRST when this CTA (or its 2-CTA cluster, by multicast) is the only reader of the KV
    * stream. Otherwise the sibling CTAs (adjacent blockIdx.x) read the same blocks at about the same
    * time: keep normal priority. */
   const uint32_t rank = kMc ? cluster_ctarank() : 0u;
   const uint64_t policy = p.num_m_blocks == (kMc ? 2 : 1) ? createpolicy_fractional_l2_evict_first()
                                                           : createpolicy_fractional_l2_evict_normal();
-  /* 2-CTA cluster: the bad-page masks of a stage are double-buffered by use parity, because the
-   * CTA that does not copy a stage may run a use ahead of its consumers */
-  uint64_t *zmask_mc = (uint64_t *)(smem + SM90_OFF_ZMASK_MC);
   uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
   /* meta[2] re-read per segment (an L1 hit): keeps the producer within its 40 registers */
   for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
@@ -1112,12 +1111,13 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
     }
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, kMc ? &zmask_mc[k & 1] : &zmask[0], policy,
+      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[sm90_zmask_idx<kMc>(0, k)], policy,
                          k, kMc, rank);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
         sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                           empty0 + SM90_NTILES * 8, kMc ? &zmask_mc[2 + (pb & 1)] : &zmask[1], policy, k, kMc, rank);
+                           empty0 + SM90_NTILES * 8, &zmask[sm90_zmask_idx<kMc>(1, pb)], policy, k, kMc,
+                           rank);
         SM90_TR(k, 3, true);
         ++pb;
       }

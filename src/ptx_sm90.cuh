@@ -111,11 +111,6 @@ static __device__ __forceinline__ uint32_t cluster_ctarank(void) {
   asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
   return r;
 }
-static __device__ __forceinline__ uint32_t cluster_nctarank(void) {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
-  return r;
-}
 /* Every thread of every CTA of the cluster: what each wrote before (mbarrier inits included) is
  * visible cluster-wide after it. */
 static __device__ __forceinline__ void cluster_sync_all(void) {

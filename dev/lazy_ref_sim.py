@@ -1,5 +1,5 @@
 """dev/lazy_ref_sim.py: CPU model of the 64-row kernel's online softmax over 64-key blocks, with the
-exact running max (v6.4) and with the lazy reference (FMLA_SM90_LAZY, tau = 8), P rounded to bf16
+exact running max (v6.4) and with the lazy reference (FMLA_SM90_LAZY, tau = 8; the switch was removed in 147f589 after it measured neutral on the H200), P rounded to bf16
 as the PV wgmma sees it and l summed in fp32 as the kernel does; O and lse against an fp64
 reference. Diagnostics only: prints the worst errors of both (no GPU, no assertion on accuracy
 beyond the invariants: empty rows give lse = +inf, P stays <= 2^tau).

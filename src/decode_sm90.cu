@@ -225,8 +225,7 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
 #define SM90_OFF_Q_FULL (SM90_OFF_PA_FREE + 8)     /* Q tile landed (TMA bytes) */
 #define SM90_OFF_Q_FREE (SM90_OFF_Q_FULL + 8)      /* every consumer warp is past its last S of the segment */
-#define SM90_OFF_DONE (SM90_OFF_Q_FREE + 8)        /* 2-CTA cluster: the other CTA made its last remote arrival */
-#define SM90_OFF_ZMASK_MC (SM90_OFF_DONE + 8)      /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
+#define SM90_OFF_ZMASK_MC (SM90_OFF_Q_FREE + 8)         /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
 #define SM90_SMEM_USED (SM90_OFF_ZMASK_MC + 32)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
@@ -1058,17 +1057,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     }
     SM90_CT(ts + 3, clock64());
   }
-  /* 2-CTA cluster: our warps arrive on the other CTA's empty barriers, so neither CTA may exit (its
-   * shared memory goes away) before the other has made its last such arrival. Every remote arrival
-   * of ours precedes this bar.sync; thread 0 then tells the other CTA and waits for its word. */
-  if (kMc) {
-    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-    if (tid == 0) {
-      const uint32_t done = sbase + SM90_OFF_DONE;
-      mbarrier_arrive_remote(done, cluster_ctarank() ^ 1u);
-      mbar_wait(done, 0, 'D');
-    }
-  }
 #if FMLA_SM90_TRACE
   SM90_CT(2, sm90_gtimer());
   SM90_CT(3, clock64());
@@ -1123,6 +1111,17 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
       }
     }
   }
+  /* 2-CTA cluster: the other CTA's consumers give the stage we copy back on our empty barriers, so
+   * this CTA (its shared memory) must outlive their last remote arrival. Wait, as if for one more
+   * fill, until every tile of our stage has been given back by both CTAs after its last use: those
+   * arrivals have then landed here, and so have our multicast copies into the other CTA (its
+   * consumers read them before giving them back). The other CTA does the same for its stage. */
+  if (kMc) {
+    const uint32_t uses = rank == 0 ? k : pb;
+    const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
+#pragma unroll 1
+    for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
+  }
 }
 
 #endif /* FMLA_SM90_DEVICE */
@@ -1147,10 +1146,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
       mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4) *
                                                         (kMc && rank == (uint32_t)(t / SM90_NTILES) ? 2 : 1));
-    if (kMc) {
-      mbarrier_init(sbase + SM90_OFF_DONE, 1); /* the other CTA's consumer thread 0 */
+    if (kMc)
       for (int z = 0; z < 4; ++z) ((uint64_t *)(smem + SM90_OFF_ZMASK_MC))[z] = 0;
-    }
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */

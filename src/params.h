@@ -34,6 +34,13 @@
  *   Raw boundary p*Q (p = 1..P-1, < W) is snapped to cum_i when cum_i <= p*Q <= cum_i + OVH, so
  *   no segment is empty unless its request has no keys. Part p = [B_p, B_p+1).
  *   splits_i = 1 + #{p : cum_i + OVH < p*Q < cum_i + cost_i} (1 when nb_i = 0).
+ *   No-split mode: every raw boundary p*Q (< W) is snapped to the start of the request that holds
+ *   it instead, so each request lies whole in one part (some parts stay empty). Its largest part
+ *   costs C = max_p (B_p+1 - B_p); it is taken when C <= Q + FMLA_SPLIT_OVERHEAD +
+ *   FMLA_COMBINE_COST, i.e. when it is at most FMLA_COMBINE_COST units worse than the split
+ *   schedule's bound (Q + OVH). Then splits_i = 1 for every request and nothing is combined. It is
+ *   what a batch of equal lengths with b a little below P gets (b = 128 on 132 SMs: one request
+ *   per part instead of 127 requests split in two).
  *
  * Accumulators (workspace, fp32):
  *   o_accum   [slots, h_kv, rows, 512]   partial O already divided by its own l
@@ -50,6 +57,7 @@
 #define FMLA_BLOCK_N FLASH_MLA_BLOCK_N       /* 64 keys per scheduler unit */
 #define FMLA_BLOCK_M 64                      /* query rows per CTA tile */
 #define FMLA_SPLIT_OVERHEAD 5                /* fixed cost of a split, in n-blocks */
+#define FMLA_COMBINE_COST 4                  /* what splitting at all costs more (partials, combine), n-blocks */
 #define FMLA_META_SIZE FLASH_MLA_METADATA_SIZE
 #define FMLA_MAX_SM_PARTS 1024               /* sched.cu keeps per-part state in shared memory */
 

@@ -8,7 +8,9 @@
  * Algorithm (params.h, arithmetic in sched_math.h, host twin in sched_host.c): one CTA of 1024
  * threads. Pass 1 reduces W = sum(nb_i + OVH). Pass 2 walks the batch in chunks of 1024 requests,
  * scanning costs (int64) and splits (int32) with a carry, writing num_splits and recording, for
- * each raw part boundary p*Q, the request that holds it. Pass 3 writes one row per part.
+ * each raw part boundary p*Q, the request that holds it. Pass 3 picks split or no-split mode
+ * (the largest part with every boundary snapped to a request start) and pass 4 writes one row per
+ * part.
  * Shared memory is fixed (FMLA_MAX_SM_PARTS entries, ~13 KB), whatever b is: b = 65,536 is
  * 64 chunks.
  *
@@ -52,6 +54,7 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
   __shared__ int64_t warp_buf[32];
   __shared__ int32_t preq[FMLA_MAX_SM_PARTS + 1];
   __shared__ int64_t pcum[FMLA_MAX_SM_PARTS + 1];
+  __shared__ unsigned long long max_ns;
   const int tid = threadIdx.x;
 
   /* Pass 1: W. */
@@ -91,7 +94,20 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
   }
   __syncthreads();
 
-  /* Pass 3: one row per part. */
+  /* Pass 3: split or no-split mode (params.h), from the largest no-split part. */
+  if (tid == 0) max_ns = 0;
+  __syncthreads();
+  for (int32_t p = tid; p < P; p += SCHED_THREADS)
+    atomicMax(&max_ns, (unsigned long long)fmla_sched_nosplit_cost(p, Q, W, pcum[p], pcum[p + 1]));
+  __syncthreads();
+  const int nosplit = fmla_sched_use_nosplit((int64_t)max_ns, Q);
+  if (nosplit) /* one split per request; the same thread wrote these in pass 2 */
+    for (int32_t i = tid; i < batch; i += SCHED_THREADS) {
+      num_splits[i] = i;
+      if (i == batch - 1) num_splits[batch] = batch;
+    }
+
+  /* Pass 4: one row per part. */
   for (int32_t p = tid; p < P; p += SCHED_THREADS) {
     const int64_t raw_e = (int64_t)(p + 1) * Q;
     int64_t nb_end_prev = 0;
@@ -100,7 +116,7 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
     else if (preq[p + 1] >= 1)
       nb_end_prev = fmla_sched_nblocks(cache_seqlens[preq[p + 1] - 1]);
     int32_t row[FMLA_META_SIZE];
-    fmla_sched_part_row(p, P, Q, W, batch, preq[p], pcum[p], preq[p + 1], pcum[p + 1], nb_end_prev, row);
+    fmla_sched_part_row(p, P, Q, W, batch, preq[p], pcum[p], preq[p + 1], pcum[p + 1], nb_end_prev, nosplit, row);
     for (int k = 0; k < FMLA_META_SIZE; ++k) meta[(size_t)p * FMLA_META_SIZE + k] = row[k];
   }
 }

@@ -56,6 +56,15 @@ flash_mla_status_t flash_mla_get_metadata_host(const int32_t *cache_seqlens, int
     pcum[p] = W;
   }
 
+  int64_t max_ns = 0; /* split or no-split mode (params.h) */
+  for (int32_t q = 0; q < P; ++q) {
+    const int64_t c = fmla_sched_nosplit_cost(q, Q, W, pcum[q], pcum[q + 1]);
+    max_ns = c > max_ns ? c : max_ns;
+  }
+  const int nosplit = fmla_sched_use_nosplit(max_ns, Q);
+  if (nosplit)
+    for (int32_t i = 0; i <= batch; ++i) num_splits[i] = i;
+
   for (int32_t q = 0; q < P; ++q) {
     const int64_t raw_e = (int64_t)(q + 1) * Q;
     int64_t nb_end_prev = 0;
@@ -63,7 +72,7 @@ flash_mla_status_t flash_mla_get_metadata_host(const int32_t *cache_seqlens, int
       nb_end_prev = fmla_sched_nblocks(cache_seqlens[batch - 1]);
     else if (preq[q + 1] >= 1)
       nb_end_prev = fmla_sched_nblocks(cache_seqlens[preq[q + 1] - 1]);
-    fmla_sched_part_row(q, P, Q, W, batch, preq[q], pcum[q], preq[q + 1], pcum[q + 1], nb_end_prev,
+    fmla_sched_part_row(q, P, Q, W, batch, preq[q], pcum[q], preq[q + 1], pcum[q + 1], nb_end_prev, nosplit,
                         meta + (size_t)q * FMLA_META_SIZE);
   }
   free(preq);

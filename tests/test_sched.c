@@ -9,7 +9,9 @@
  *    - num_splits[0] == 0, num_splits[i+1] - num_splits[i] == segments of request i, whose split
  *      indices are exactly 0..n-1; total splits <= batch + num_sm_parts - 1;
  *    - balance: cost(part) = sum over its segments of (blocks + FMLA_SPLIT_OVERHEAD) <=
- *      Q + FMLA_SPLIT_OVERHEAD, Q = ceil(W / P), W = sum_i (nb_i + FMLA_SPLIT_OVERHEAD).
+ *      Q + FMLA_SPLIT_OVERHEAD, Q = ceil(W / P), W = sum_i (nb_i + FMLA_SPLIT_OVERHEAD), when
+ *      some request is split; when none is, <= Q + FMLA_SPLIT_OVERHEAD + FMLA_COMBINE_COST (the
+ *      no-split mode's bound, params.h).
  *      Why: a part that starts inside a request's block units starts at a raw boundary p*Q and
  *      ends at or before (p+1)*Q, so it holds <= Q units and pays one extra overhead for its first
  *      segment; a part that starts at a request start was snapped back by at most
@@ -96,6 +98,17 @@ static void model_build(model *m, const int32_t *L, int32_t batch, int32_t P) {
     const int64_t c = m->cum[req_of(m->cum, batch, raw)];
     m->B[p] = raw - c <= OVH ? c : raw;
   }
+  /* no-split mode: every boundary moved back to the start of its request, taken when its largest
+   * part costs at most Q + OVH + FMLA_COMBINE_COST */
+  int64_t *Bn = malloc(sizeof(int64_t) * (size_t)(P + 1)), max_ns = 0;
+  for (int32_t p = 0; p <= P; ++p) {
+    const int64_t raw = (int64_t)p * m->Q;
+    Bn[p] = raw >= m->W ? m->W : m->cum[req_of(m->cum, batch, raw)];
+    if (p > 0 && Bn[p] - Bn[p - 1] > max_ns) max_ns = Bn[p] - Bn[p - 1];
+  }
+  if (max_ns <= m->Q + OVH + FMLA_COMBINE_COST)
+    for (int32_t p = 0; p <= P; ++p) m->B[p] = Bn[p];
+  free(Bn);
   /* splits: 1 + boundaries strictly inside the request's units */
   for (int32_t i = 0; i < batch; ++i) m->ns[i + 1] = 1;
   for (int32_t p = 1; p < P; ++p)
@@ -172,6 +185,9 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
   seg *segs = malloc(sizeof(seg) * max_segs);
   size_t n = 0;
   int rows_ok = 1, cost_ok = 1;
+  /* split schedule: Q + OVH; a schedule that splits nothing may be the no-split mode's, which is
+   * taken only when its largest part is at most FMLA_COMBINE_COST units above that */
+  const int64_t bound = Q + OVH + (ns[batch] > batch ? 0 : FMLA_COMBINE_COST);
   int32_t bad_part = -1;
   int64_t bad_cost = 0;
   for (int32_t p = 0; p < P; ++p) {
@@ -199,11 +215,11 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
       if (n < max_segs) segs[n++] = s;
       else rows_ok = 0;
     }
-    if (cost > Q + OVH && cost_ok) cost_ok = 0, bad_part = p, bad_cost = cost;
+    if (cost > bound && cost_ok) cost_ok = 0, bad_part = p, bad_cost = cost;
   }
   CHECK(rows_ok, "%s b=%d P=%d: malformed metadata row of part %d", what, batch, P, bad_part);
-  CHECK(cost_ok, "%s b=%d P=%d: part %d costs %lld > Q + OVH = %lld (W=%lld)", what, batch, P, bad_part, (long long)bad_cost,
-        (long long)(Q + OVH), (long long)W);
+  CHECK(cost_ok, "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part, (long long)bad_cost,
+        (long long)bound, (long long)Q, (long long)W, ns[batch] > batch ? "split" : "no request split");
   g_segments += (long)n;
 
   /* per request: tiling, counts, split indices */
@@ -322,11 +338,27 @@ static void hand_cases(void) {
     const int32_t ns[] = {0, 1};
     expect_exact("hand1", L, 1, 1, rows, ns);
   }
-  { /* nb = {2, 0}: W = 12, Q = 6; boundary 6 is block 1 of request 0 */
-    const int32_t L[] = {128, 0};
-    const int32_t rows[][5] = {{0, 0, 0, 1, 0}, {0, 1, 1, 0, 1}};
+  { /* nb = {20, 0}: W = 30, Q = 15; boundary 15 is block 10 of request 0. No-split mode would
+     * put everything in part 1: cost 30 > Q + OVH + COMBINE = 24, so split. */
+    const int32_t L[] = {1280, 0};
+    const int32_t rows[][5] = {{0, 0, 0, 10, 0}, {0, 10, 1, 0, 1}};
     const int32_t ns[] = {0, 2, 3};
     expect_exact("hand2", L, 2, 2, rows, ns);
+  }
+  { /* nb = {2, 0}: W = 12, Q = 6; boundary 6 is block 1 of request 0, but no-split mode (both
+     * requests in part 1, cost 12 <= 6 + 5 + 4) wins */
+    const int32_t L[] = {128, 0};
+    const int32_t rows[][5] = {{-1}, {0, 0, 1, 0, 0}};
+    const int32_t ns[] = {0, 1, 2};
+    expect_exact("hand2n", L, 2, 2, rows, ns);
+  }
+  { /* four equal requests on five parts (the tp shape: b a little below the SM count): nb = 10,
+     * cost 15, W = 60, Q = 12. Split mode would cut requests 0-2 (boundaries 12, 24, 36 at blocks
+     * 7, 4, 1); no-split mode has parts of 15 <= 12 + 5 + 4: one request per part, part 0 empty. */
+    const int32_t L[] = {640, 640, 640, 640};
+    const int32_t rows[][5] = {{-1}, {0, 0, 0, 10, 0}, {1, 0, 1, 10, 0}, {2, 0, 2, 10, 0}, {3, 0, 3, 10, 0}};
+    const int32_t ns[] = {0, 1, 2, 3, 4};
+    expect_exact("hand8", L, 4, 5, rows, ns);
   }
   { /* all zero: W = 20, Q = 10; boundary 10 is the start of request 2 */
     const int32_t L[] = {0, 0, 0, 0};

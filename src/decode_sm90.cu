@@ -560,19 +560,21 @@ static __device__ __forceinline__ void sm90_store_p(uint32_t sP, const float *s,
   }
 }
 
-/* Scale S to log2 units and mask it: keys on a bad page score 0, keys past the row's limit -inf.
- * Returns the quad-reduced row maxima of the thread's two rows. */
+/* Mask S (unscaled; negated for a negative scale): keys on a bad page score 0, keys past the row's
+ * limit -inf. Returns the quad-reduced row maxima of the thread's two rows in log2 units (times
+ * sl2 = |scale| log2(e)); sm90_exp applies the scale to each score inside exp2's FFMA. */
 static __device__ __forceinline__ void sm90_mask_scale(float *s, uint64_t zm, int key0, int lim0, int lim1, float sl2,
-                                                       int quad, float &mx0, float &mx1) {
+                                                       bool neg, int quad, float &mx0, float &mx1) {
   mx0 = -INFINITY;
   mx1 = -INFINITY;
+  if (neg) /* a negative softmax scale: s * scale = (-s) * |scale| */
+#pragma unroll
+    for (int j = 0; j < 32; ++j) s[j] = -s[j];
   if (zm == 0 && key0 + 64 <= (lim0 < lim1 ? lim0 : lim1)) { /* the common whole block */
 #pragma unroll
     for (int c = 0; c < 8; ++c)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        s[4 * c + e] *= sl2;
-        s[4 * c + 2 + e] *= sl2;
         mx0 = fmaxf(mx0, s[4 * c + e]);
         mx1 = fmaxf(mx1, s[4 * c + 2 + e]);
       }
@@ -583,8 +585,8 @@ static __device__ __forceinline__ void sm90_mask_scale(float *s, uint64_t zm, in
       for (int e = 0; e < 2; ++e) {
         const int kb = 8 * c + 2 * quad + e;
         const bool z = (zm >> kb) & 1;
-        float v0 = z ? 0.f : s[4 * c + e] * sl2;
-        float v1 = z ? 0.f : s[4 * c + 2 + e] * sl2;
+        float v0 = z ? 0.f : s[4 * c + e];
+        float v1 = z ? 0.f : s[4 * c + 2 + e];
         v0 = key0 + kb < lim0 ? v0 : -INFINITY;
         v1 = key0 + kb < lim1 ? v1 : -INFINITY;
         s[4 * c + e] = v0;
@@ -597,22 +599,26 @@ static __device__ __forceinline__ void sm90_mask_scale(float *s, uint64_t zm, in
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  /* sl2 > 0, so max(s) * sl2 == max(s * sl2), bit for bit */
+  mx0 = mx0 == -INFINITY ? mx0 : mx0 * sl2;
+  mx1 = mx1 == -INFINITY ? mx1 : mx1 * sl2;
 }
 
 /* Reference point of a running max: a row that has seen no key yet (-inf) uses 0, so exp2 never
  * sees -inf - -inf. O and l of such a row are 0, so any finite reference is right. */
 static __device__ __forceinline__ float sm90_ref(float m) { return m == -INFINITY ? 0.f : m; }
 
-/* s <- exp2(s - R) in place, partial row sums of the thread's columns. */
-static __device__ __forceinline__ void sm90_exp(float *s, float R0, float R1, float &ps0, float &ps1) {
+/* s <- exp2(s * sl2 - R) in place (one FFMA and one MUFU per score), partial row sums of the
+ * thread's columns. */
+static __device__ __forceinline__ void sm90_exp(float *s, float sl2, float R0, float R1, float &ps0, float &ps1) {
   ps0 = 0.f;
   ps1 = 0.f;
 #pragma unroll
   for (int c = 0; c < 8; ++c)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      s[4 * c + e] = ex2_approx_ftz(s[4 * c + e] - R0);
-      s[4 * c + 2 + e] = ex2_approx_ftz(s[4 * c + 2 + e] - R1);
+      s[4 * c + e] = ex2_approx_ftz(fmaf(s[4 * c + e], sl2, -R0));
+      s[4 * c + 2 + e] = ex2_approx_ftz(fmaf(s[4 * c + 2 + e], sl2, -R1));
       ps0 += s[4 * c + e];
       ps1 += s[4 * c + 2 + e];
     }
@@ -672,7 +678,8 @@ typedef struct sm90_ctx {
   float *sMA, *sMB;
   const volatile uint64_t *zmask;
   volatile uint32_t *flag;
-  float sl2;
+  float sl2;  /* |scale * log2(e)|, at least FLT_MIN; the sign in neg */
+  bool neg;
   int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
 } sm90_ctx;
 
@@ -712,12 +719,12 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     sm90_release<kMc>(c.empty0, 8, 1, c.lane, 0); /* the RoPE tile is dead after S */
 
     float mx0, mx1;
-    sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
+    sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.neg, c.quad, mx0, mx1);
     const float ma0 = fmaxf(m0, mx0), ma1 = fmaxf(m1, mx1);
     const float ra0 = sm90_ref(ma0), ra1 = sm90_ref(ma1);
     const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
     float ps0, ps1;
-    sm90_exp(s, ra0, ra1, ps0, ps1);
+    sm90_exp(s, c.sl2, ra0, ra1, ps0, ps1);
     SM90_TR(k, 24, c.wt == 0);
 
     mbar_wait(c.pa_free, par0 ^ 1, 'R'); /* WG1's PV_A_R of the previous pair has read sPA, sMA */
@@ -859,12 +866,12 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_fence_s(s);
 
       float mx0, mx1;
-      sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.quad, mx0, mx1);
+      sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.neg, c.quad, mx0, mx1);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;
-      sm90_exp(s, rb0, rb1, ps0, ps1);
+      sm90_exp(s, c.sl2, rb0, rb1, ps0, ps1);
       SM90_TR(k, 28, c.wt == 0);
 
       sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
@@ -952,7 +959,11 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = sm90_zmask_base<kMc>(smem);
   c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
-  c.sl2 = p.scale_log2;
+  /* The softmax takes the magnitude of the scale, at least FLT_MIN (a zero scale then still gives
+   * every key the weight exp2(0) = 1, as s * 0 would, and a masked -inf key stays -inf, not NaN),
+   * and its sign apart. */
+  c.sl2 = fmaxf(fabsf(p.scale_log2), 1.17549435e-38f /* FLT_MIN */);
+  c.neg = p.scale_log2 < 0.f;
   c.lane = tid & 31;
   c.quad = c.lane & 3;
   c.wt = tid & 127;

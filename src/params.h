@@ -56,8 +56,12 @@
 #define FMLA_HEAD_DIM_V FLASH_MLA_HEAD_DIM_V /* 512 */
 #define FMLA_BLOCK_N FLASH_MLA_BLOCK_N       /* 64 keys per scheduler unit */
 #define FMLA_BLOCK_M 64                      /* query rows per CTA tile */
+#ifndef FMLA_SPLIT_OVERHEAD                  /* (overridable only for scheduler experiments: dev/ovh_probe.py) */
 #define FMLA_SPLIT_OVERHEAD 5                /* fixed cost of a split, in n-blocks */
+#endif
+#ifndef FMLA_COMBINE_COST
 #define FMLA_COMBINE_COST 4                  /* what splitting at all costs more (partials, combine), n-blocks */
+#endif
 #define FMLA_META_SIZE FLASH_MLA_METADATA_SIZE
 #define FMLA_MAX_SM_PARTS 1024               /* sched.cu keeps per-part state in shared memory */
 

@@ -147,9 +147,6 @@
 #ifndef FMLA_SM90_NARROW /* rows <= 32 per KV head go to the narrow (transposed) kernel */
 #define FMLA_SM90_NARROW 1
 #endif
-#ifndef FMLA_SM90_LSHARE /* row sums shared per pair (both WGs hold the whole l): no epilogue exchange */
-#define FMLA_SM90_LSHARE 1
-#endif
 #ifndef FMLA_SM90_EARLY_AL /* WG0 gives V_A[:, 0:256] back before waiting for a late P_B */
 #define FMLA_SM90_EARLY_AL 1
 #endif
@@ -608,14 +605,6 @@ static __device__ __forceinline__ void sm90_mask_scale(float *s, uint64_t zm, in
   mx1 = mx1 == -INFINITY ? mx1 : mx1 * sl2;
 }
 
-/* Row sums of a thread's two rows over its quad (the same value in all four lanes). */
-static __device__ __forceinline__ void sm90_quad_sum(float &a, float &b) {
-  a += __shfl_xor_sync(0xffffffffu, a, 1);
-  a += __shfl_xor_sync(0xffffffffu, a, 2);
-  b += __shfl_xor_sync(0xffffffffu, b, 1);
-  b += __shfl_xor_sync(0xffffffffu, b, 2);
-}
-
 /* Reference point of a running max: a row that has seen no key yet (-inf) uses 0, so exp2 never
  * sees -inf - -inf. O and l of such a row are 0, so any finite reference is right. */
 static __device__ __forceinline__ float sm90_ref(float m) { return m == -INFINITY ? 0.f : m; }
@@ -687,7 +676,7 @@ static __device__ __forceinline__ void sm90_load_q8(uint32_t sQ, int r0, int qua
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
   uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, q_free;
-  float *sMA, *sMB, *sPSA, *sPSB;
+  float *sMA, *sMB;
   const volatile uint64_t *zmask;
   volatile uint32_t *flag;
   float sl2;  /* |scale * log2(e)|, at least FLT_MIN; the sign in neg */
@@ -737,7 +726,6 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     const float aa0 = ex2_approx_ftz(m0 - ra0), aa1 = ex2_approx_ftz(m1 - ra1);
     float ps0, ps1;
     sm90_exp(s, c.sl2, ra0, ra1, ps0, ps1);
-    if (FMLA_SM90_LSHARE) sm90_quad_sum(ps0, ps1);
     SM90_TR(k, 24, c.wt == 0);
 
     mbar_wait(c.pa_free, par0 ^ 1, 'R'); /* WG1's PV_A_R of the previous pair has read sPA, sMA */
@@ -746,10 +734,6 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     if (c.quad == 0) {
       c.sMA[c.r0] = ma0;
       c.sMA[c.r1] = ma1;
-      if (FMLA_SM90_LSHARE) {
-        c.sPSA[c.r0] = ps0;
-        c.sPSA[c.r1] = ps1;
-      }
     }
     const int in_len = c.L - n * 64;
     const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
@@ -764,13 +748,8 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     SM90_TR(k, 11, c.wt == 0);
 
     sm90_rescale(o, aa0, aa1);
-    if (FMLA_SM90_LSHARE) {
-      l0 = fmaf(l0, aa0, ps0);
-      l1 = fmaf(l1, aa1, ps1);
-    } else {
-      l0 = l0 * aa0 + ps0;
-      l1 = l1 * aa1 + ps1;
-    }
+    l0 = l0 * aa0 + ps0;
+    l1 = l1 * aa1 + ps1;
     sm90_pv<kFp16>(o, c.sPA, c.sK0, 0);
 
     bool a_l_back = false; /* V_A[:, 0:256] given back already */
@@ -795,28 +774,17 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       /* Quad leaders read what WG1's quad leaders wrote (and arrived on) and share it in the quad. */
       uint32_t flag = c.quad == 0 ? *c.flag : 0u;
       float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
-      float pb0 = FMLA_SM90_LSHARE && c.quad == 0 ? c.sPSB[c.r0] : 0.f;
-      float pb1 = FMLA_SM90_LSHARE && c.quad == 0 ? c.sPSB[c.r1] : 0.f;
       flag = __shfl_sync(0xffffffffu, flag, c.lane & ~3);
       mb0 = __shfl_sync(0xffffffffu, mb0, c.lane & ~3);
       mb1 = __shfl_sync(0xffffffffu, mb1, c.lane & ~3);
-      if (FMLA_SM90_LSHARE) {
-        pb0 = __shfl_sync(0xffffffffu, pb0, c.lane & ~3);
-        pb1 = __shfl_sync(0xffffffffu, pb1, c.lane & ~3);
-      }
       const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
       if (flag) { /* warpgroup-uniform: some row's max moved from m_A to m_B */
         wgmma_wait<0>();
         sm90_fence_o(o);
         sm90_rescale(o, ab0, ab1);
       }
-      if (FMLA_SM90_LSHARE) {
-        l0 = fmaf(l0, ab0, pb0);
-        l1 = fmaf(l1, ab1, pb1);
-      } else {
-        l0 *= ab0;
-        l1 *= ab1;
-      }
+      l0 *= ab0;
+      l1 *= ab1;
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
@@ -845,21 +813,14 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
 /* WG1: wait for WG0's P_A (and for the TMA writes of V_A[:, 256:512] to be visible to this WG's
  * wgmma: those full barriers are already complete), then take m_A: quad leaders read what WG0's
  * quad leaders wrote and share it in the quad. */
-static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint32_t par0, float &ma0, float &ma1,
-                                                        float &pa0, float &pa1) {
+static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint32_t par0, float &ma0, float &ma1) {
   mbar_wait(c.pa_ready, par0, 'A');
 #pragma unroll
   for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
   ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f;
   ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
-  pa0 = FMLA_SM90_LSHARE && c.quad == 0 ? c.sPSA[c.r0] : 0.f;
-  pa1 = FMLA_SM90_LSHARE && c.quad == 0 ? c.sPSA[c.r1] : 0.f;
   ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
   ma1 = __shfl_sync(0xffffffffu, ma1, c.lane & ~3);
-  if (FMLA_SM90_LSHARE) {
-    pa0 = __shfl_sync(0xffffffffu, pa0, c.lane & ~3);
-    pa1 = __shfl_sync(0xffffffffu, pa1, c.lane & ~3);
-  }
 }
 
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
@@ -893,8 +854,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
        * PV_B_R retired at the loop top). */
-      float ma0, ma1, pa0, pa1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1, pa0, pa1);
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
       SM90_TR(k, 20, c.wt == 0);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_fence_o(o);
@@ -912,7 +873,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;
       sm90_exp(s, c.sl2, rb0, rb1, ps0, ps1);
-      if (FMLA_SM90_LSHARE) sm90_quad_sum(ps0, ps1);
       SM90_TR(k, 28, c.wt == 0);
 
       sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
@@ -920,10 +880,6 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       if (c.quad == 0) {
         c.sMB[c.r0] = mb0;
         c.sMB[c.r1] = mb1;
-        if (FMLA_SM90_LSHARE) {
-          c.sPSB[c.r0] = ps0;
-          c.sPSB[c.r1] = ps1;
-        }
       }
       const int in_len = c.L - (n + 1) * 64;
       const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
@@ -943,13 +899,8 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       if (flag) sm90_rescale(o, ab0, ab1);
-      if (FMLA_SM90_LSHARE) { /* the same operations as WG0's: both WGs hold the same l */
-        l0 = fmaf(fmaf(l0, aa0, pa0), ab0, ps0);
-        l1 = fmaf(fmaf(l1, aa1, pa1), ab1, ps1);
-      } else {
-        l0 = l0 * aa0 * ab0 + ps0;
-        l1 = l1 * aa1 * ab1 + ps1;
-      }
+      l0 = l0 * aa0 * ab0 + ps0;
+      l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
       m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
@@ -958,17 +909,12 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       ++pb;
     } else {
       sm90_fence_o(o);
-      float ma0, ma1, pa0, pa1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1, pa0, pa1);
+      float ma0, ma1;
+      sm90_wg1_take_pa(c, par0, ma0, ma1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_rescale(o, aa0, aa1);
-      if (FMLA_SM90_LSHARE) {
-        l0 = fmaf(l0, aa0, pa0);
-        l1 = fmaf(l1, aa1, pa1);
-      } else {
-        l0 *= aa0;
-        l1 *= aa1;
-      }
+      l0 *= aa0;
+      l1 *= aa1;
       m0 = ma0;
       m1 = ma1;
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
@@ -1012,8 +958,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   uint32_t nq = 0; /* segments with keys so far: Q tiles taken (q_full phase) */
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
-  c.sPSA = (float *)(smem + SM90_OFF_LSUM);
-  c.sPSB = c.sPSA + 64;
   c.zmask = sm90_zmask_base<kMc>(smem);
   c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
   /* The softmax takes the magnitude of the scale, at least FLT_MIN (a zero scale then still gives
@@ -1080,19 +1024,20 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 
     /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
     const int quad = c.quad, r0 = c.r0, r1 = c.r1;
-    if (!FMLA_SM90_LSHARE) {
-      sm90_quad_sum(l0, l1);
-      if (quad == 0) {
-        lsum[wg * 64 + r0] = l0;
-        lsum[wg * 64 + r1] = l1;
-      }
-      bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-      l0 = lsum[r0] + lsum[64 + r0];
-      l1 = lsum[r1] + lsum[64 + r1];
-      /* lsum is rewritten by the next segment's epilogue, which an empty segment (no key block, so no
-       * barrier in between) reaches at once: every read here must finish first (racecheck found it). */
-      bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    if (quad == 0) {
+      lsum[wg * 64 + r0] = l0;
+      lsum[wg * 64 + r1] = l1;
     }
+    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
+    l0 = lsum[r0] + lsum[64 + r0];
+    l1 = lsum[r1] + lsum[64 + r1];
+    /* lsum is rewritten by the next segment's epilogue, which an empty segment (no key block, so no
+     * barrier in between) reaches at once: every read here must finish first (racecheck found it). */
+    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
     const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
 #pragma unroll

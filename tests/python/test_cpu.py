@@ -274,6 +274,33 @@ def test_metadata_host_random():
         check_metadata(meta, splits, lens, parts)
 
 
+@pytest.mark.parametrize(
+    "b,L,rows,expect_split",
+    [
+        (128, 8192, 64, False),  # the tp shape: 128 equal requests on 132 parts, one request each
+        (128, 8192, 128, False),  # 2 M tiles: 66 parts, two requests each
+        (124, 8192, 64, False),  # longest no-split part 133 <= Q 125 + 5 + 4
+        (100, 8192, 64, True),  # 32 parts would idle: splitting pays
+        (32, 8192, 64, True),  # each request needs ~4 parts
+        (264, 640, 64, False),  # two equal requests per part
+    ],
+)
+def test_metadata_no_split_mode(b, L, rows, expect_split):
+    """params.h's no-split mode: whole requests per part when that costs at most FMLA_COMBINE_COST
+    n-blocks more than the split schedule's bound; every block still covered exactly once."""
+    lens = [L] * b
+    meta, splits = flash_mla.get_mla_metadata(torch.tensor(lens, dtype=torch.int32), rows, 1)
+    parts = meta.shape[0]
+    check_metadata(meta, splits, lens, parts)
+    per = (splits[1:] - splits[:-1]).tolist()
+    assert (max(per) > 1) == expect_split, (b, L, rows, parts, max(per))
+    if not expect_split:  # longest part: whole requests, within Q + OVH + COMBINE units of the bound
+        nb = -(-L // 64)
+        Q = -(-(b * (nb + 5)) // parts)
+        longest = max((r[2] - r[0] + 1) * (nb + 5) for r in meta.tolist() if r[0] < b)
+        assert longest <= Q + 5 + 4, (longest, Q)
+
+
 def test_metadata_old_and_new_api_agree():
     b, s_q, h_q, h_kv = 5, 2, 32, 1
     q, kv, bt, L = make_case(b, s_q, h_q, h_kv, 64, [10, 300, 0, 64, 129], torch.bfloat16, seed=2)

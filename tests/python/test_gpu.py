@@ -564,6 +564,33 @@ def test_metadata_gpu_equals_host(b):
         assert torch.equal(m_gpu.cpu(), m_cpu) and torch.equal(s_gpu.cpu(), s_cpu), (b, parts)
 
 
+@cuda_only
+@pytest.mark.parametrize("b,L", [(128, 700), (130, 64), (264, 1000), (124, 333)])
+def test_metadata_gpu_equals_host_equal_lengths(b, L):
+    """Equal lengths take the scheduler's no-split mode (params.h) on the GPU as on the host."""
+    lens = torch.full((b,), L, dtype=torch.int32)
+    for rows, h_kv in [(64, 1), (128, 1), (32, 1), (64, 2)]:
+        m_gpu, s_gpu = flash_mla.get_mla_metadata(lens.to(DEV), rows, h_kv)
+        m_cpu, s_cpu = flash_mla.get_mla_metadata(lens, rows, h_kv, num_sm_parts=m_gpu.shape[0])
+        assert torch.equal(m_gpu.cpu(), m_cpu) and torch.equal(s_gpu.cpu(), s_cpu), (b, L, rows, h_kv)
+
+
+def test_decode_no_split_mode(kernel):
+    """b = 128 equal requests: on a 132-SM card the scheduler splits none of them (no combine work);
+    results against the reference either way (the schedule is named in a failure)."""
+    gen = torch.Generator(device=DEV).manual_seed(9)
+    failures = []
+    for s_q, h_q, L in [(1, 64, 700), (2, 64, 300), (1, 16, 1000)]:
+        lens = [L] * 128
+        pool = Pool(lens, 64, 1, torch.bfloat16, gen)
+        meta = flash_mla.get_mla_metadata(pool.L, s_q * h_q, 1)
+        split = int((meta[1][1:] - meta[1][:-1]).max()) > 1
+        q = torch.randn(128, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        check_case(q, pool, True, kernel, "b=128 s_q=%d h_q=%d L=%d (%s)" % (s_q, h_q, L, "split" if split else "no split"),
+                   failures)
+    assert_no_failures(failures, 3)
+
+
 def test_sched_meta_form(kernel):
     pool, q = _graph_inputs(seed=12, b=6, s_k=300)
     meta = flash_mla.get_mla_metadata(pool.L, q.shape[1] * q.shape[2], 1)

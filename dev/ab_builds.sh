@@ -12,7 +12,7 @@ mkdir -p build
 build() {
   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Iinclude -Isrc $2 dev/test_wgmma.cu src/sched_host.c \
     -o "build/twb_$1" -lcuda > "build/twb_$1.log" 2>&1 || { echo "$1: build failed (build/twb_$1.log)"; return 1; }
-  if grep -qE 'C75(20|14)' "build/twb_$1.log"; then echo "$1: C7520/C7514 (wgmma serialized)"; return 1; fi
+  if grep -qE 'C75(20|14|15)|instructions are serialized' "build/twb_$1.log"; then echo "$1: wgmma serialized (C7520/C7514/C7515)"; return 1; fi
   echo "$1: build/twb_$1"
 }
 pids=()

@@ -10,7 +10,7 @@ GENCODE="-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_
 nvcc -std=c++17 -O3 $GENCODE -Xcompiler -fPIC,-fvisibility=hidden -Iinclude -Isrc -Xptxas -warn-spills,-v \
   --expt-relaxed-constexpr -lineinfo $flags -c src/decode_sm90.cu -o build/variants/$name/decode_sm90.cu.o \
   2> build/variants/$name/ptxas.log
-if grep -qE 'C75(20|14)' build/variants/$name/ptxas.log; then echo "$name: C7520/C7514 (wgmma serialized)"; exit 1; fi
+if grep -qE 'C75(20|14|15)|instructions are serialized' build/variants/$name/ptxas.log; then echo "$name: wgmma serialized (C7520/C7514/C7515)"; exit 1; fi
 objs=$(ls build/*.o | grep -v decode_sm90.cu.o)
 nvcc -shared -cudart static $GENCODE $objs build/variants/$name/decode_sm90.cu.o -o variants/$name.so -Xlinker --exclude-libs,ALL
 echo "$name: $(grep -E 'sm_90a' -A3 build/variants/$name/ptxas.log | grep -oE 'Used [0-9]+ registers' | sort -u | tr '\n' ' ') spills: $(grep -c 'spill' build/variants/$name/ptxas.log || true)"

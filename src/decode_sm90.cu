@@ -44,6 +44,8 @@
  *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
  *   row's max moved from m_A to m_B: WG1 ORs that over its 128 threads (bar.red.or) and
  *   publishes the flag with m_B, so both WGs branch the same way and usually skip the wait.
+ *   S stays unscaled: the row max is taken on raw scores and the scale (|scale| log2 e, the sign
+ *   applied to S first) enters inside exp2's FFMA, exp2(fma(s, c, -m)) (v6.7).
  *
  * Timeline of a pair in steady state (tensor = the SM's tensor cores, issue order = run order):
  *   tensor   |== S_A (WG0) ==|== S_B (WG1) ==|PV_A_L|PV_A_R|PV_B_L|== S_A' ==|PV_B_R|== S_B' ==

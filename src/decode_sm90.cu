@@ -218,8 +218,8 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_PA (SM90_OFF_K + 2 * SM90_STAGE_BYTES)
 #define SM90_OFF_MA (SM90_OFF_PA + SM90_TILE_BYTES)    /* float [64]: m_A per row */
 #define SM90_OFF_MB (SM90_OFF_MA + 256)                /* float [64]: m_B per row */
-#define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2][64] */
-#define SM90_OFF_ZMASK (SM90_OFF_LSUM + 512)           /* uint64 [2] */
+#define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2 segment parities][2 WGs][64] */
+#define SM90_OFF_ZMASK (SM90_OFF_LSUM + 1024)          /* uint64 [2] */
 #define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
 #define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
@@ -228,7 +228,8 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_PA_FREE (SM90_OFF_PB_READY + 8)
 #define SM90_OFF_Q_FULL (SM90_OFF_PA_FREE + 8)     /* Q tile landed (TMA bytes) */
 #define SM90_OFF_Q_FREE (SM90_OFF_Q_FULL + 8)      /* every consumer warp is past its last S of the segment */
-#define SM90_OFF_ZMASK_MC (SM90_OFF_Q_FREE + 8)         /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
+#define SM90_OFF_L_READY (SM90_OFF_Q_FREE + 8)     /* mbarrier [2]: WG w's row sums are in lsum */
+#define SM90_OFF_ZMASK_MC (SM90_OFF_L_READY + 16)        /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
 #define SM90_SMEM_USED (SM90_OFF_ZMASK_MC + 32)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
@@ -976,6 +977,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t k = 0, pb = 0; /* pairs so far, pairs with a B so far (barrier phases) */
+  uint32_t nepi = 0;       /* epilogues so far (L_READY phase, lsum half) */
 #if FMLA_SM90_TRACE
   int nseg = 0;
 #endif
@@ -1030,15 +1032,31 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    if (quad == 0) {
-      lsum[wg * 64 + r0] = l0;
-      lsum[wg * 64 + r1] = l1;
+    /* Each WG's quad leaders publish its row sums and arrive on its L_READY barrier, then read the
+     * other WG's once that barrier's phase for this epilogue is over, and share them in the quad.
+     * lsum alternates between two halves by epilogue parity: a leader rewrites a half two
+     * epilogues later, after its wait on the other WG's arrival of the epilogue in between, which
+     * that WG's leaders made after their reads of it. */
+    {
+      const uint32_t par = nepi & 1;
+      float *ls = lsum + par * 128;
+      float x0 = 0.f, x1 = 0.f;
+      if (quad == 0) {
+        ls[wg * 64 + r0] = l0;
+        ls[wg * 64 + r1] = l1;
+        mbarrier_arrive(sbase + SM90_OFF_L_READY + 8 * wg);
+        mbar_wait(sbase + SM90_OFF_L_READY + 8 * (wg ^ 1), par, 'L');
+        x0 = ls[(wg ^ 1) * 64 + r0];
+        x1 = ls[(wg ^ 1) * 64 + r1];
+      }
+      ++nepi;
+      x0 = __shfl_sync(0xffffffffu, x0, c.lane & ~3);
+      x1 = __shfl_sync(0xffffffffu, x1, c.lane & ~3);
+      l0 = wg ? x0 + l0 : l0 + x0; /* WG0's sum first in both WGs: the same l, bit for bit */
+      l1 = wg ? x1 + l1 : l1 + x1;
     }
-    bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
-    l0 = lsum[r0] + lsum[64 + r0];
-    l1 = lsum[r1] + lsum[64 + r1];
-    /* lsum is rewritten by the next segment's epilogue, which an empty segment (no key block, so no
-     * barrier in between) reaches at once: every read here must finish first (racecheck found it). */
+    /* Not for the data (ordered above): without a consumer-wide barrier here ptxas schedules the
+     * whole kernel differently (+1500 SASS lines, 2-3% slower, H200). */
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
     const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
@@ -1167,6 +1185,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_Q_FULL, 1);    /* the producer's expect_tx */
     mbarrier_init(sbase + SM90_OFF_Q_FREE, 8);    /* one per consumer warp per segment with keys */
+    mbarrier_init(sbase + SM90_OFF_L_READY, 32);      /* WG0's quad leaders, once per segment */
+    mbarrier_init(sbase + SM90_OFF_L_READY + 8, 32);  /* WG1's quad leaders */
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[0] = 0;
     ((uint64_t *)(smem + SM90_OFF_ZMASK))[1] = 0;
     fence_mbarrier_init_release_cluster();

@@ -89,20 +89,23 @@
  *                       quad leaders that wrote sMA arrive; only quad leaders read sMA/sMB/flag)
  *   PB_ready (count 32) WG1 -> WG0: P_B in stage 1 tile 8, m_B in sMB, the rescale flag
  *   PA_free  (count 32) WG1 -> WG0: PV_A_R has read sPA and sMA (WG0 may overwrite them)
+ *   L_READY[w] (count 32, once per segment) WG w -> the other: its row sums are in lsum
  *
  * Masking: row r sees keys j < L - (s_q-1-t). Keys on a page id outside [0, num_blocks) are never
  * loaded and score 0 with a zero V row (same as the reference). The WG that owns a block zeroes
  * the V rows past L and on bad pages (all 512 columns) before it publishes its P (stale smem or
  * NaN slots; 0 * NaN = NaN). Row sums l stay per thread (partial over the thread's columns and the
- * WG's blocks) and are reduced across the quad and the two WGs once, in the epilogue.
+ * WG's blocks) and are reduced across the quad and the two WGs once, in the epilogue (through
+ * L_READY: data ordered by writer-arrived mbarriers, which racecheck follows; one consumer bar.sync
+ * after it is kept only as ptxas's scheduling fence).
  *
  * Shared memory (dynamic, 1024-byte aligned; every 64x64 tile uses the TMA 128-byte swizzle:
  * 16-byte chunk c of row r lives at r*128 + ((c ^ (r % 8)) * 16), 8-row atoms of 1024 bytes):
  *   Q      9 x 8 KB      73,728
  *   K/V    2 x 9 x 8 KB 147,456   (stage s, tile t at 73,728 + s*73,728 + t*8,192)
  *   P_A    8 KB           8,192   (P_B lives in stage 1's RoPE tile)
- *   m_A, m_B [64] f32 512, row sum [2][64] f32 512, bad-page masks [2] u64 (clusters: [2][2]), flag,
- *   42 mbarriers; total 230,800 + 1,024 alignment slack = 231,824 of 232,448 (227 KB).
+ *   m_A, m_B [64] f32 512, row sum [2 parities][2][64] f32 1,024, bad-page masks [2] u64 (clusters:
+ *   [2][2]), flag, 44 mbarriers; total 231,320 + 1,024 alignment slack = 232,344 of 232,448 (227 KB).
  *
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
  * 64-key tile). Others return FLASH_MLA_ERROR_UNSUPPORTED_DEVICE (api.c falls back).
@@ -232,6 +235,7 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_ZMASK_MC (SM90_OFF_L_READY + 16)        /* 2-CTA cluster: uint64 [2 stages][2 use parities] */
 #define SM90_SMEM_USED (SM90_OFF_ZMASK_MC + 32)
 #define SM90_SMEM_BYTES (SM90_SMEM_USED + 1024)
+static_assert(SM90_SMEM_BYTES <= 232448, "64-row kernel: shared memory past the 227 KB an sm_90 CTA can have");
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
 #define SM90_BAR_WG1 3       /* WG1 alone (bar.red.or of the rescale flag) */

@@ -96,8 +96,8 @@
  * the V rows past L and on bad pages (all 512 columns) before it publishes its P (stale smem or
  * NaN slots; 0 * NaN = NaN). Row sums l stay per thread (partial over the thread's columns and the
  * WG's blocks) and are reduced across the quad and the two WGs once, in the epilogue (through
- * L_READY: data ordered by writer-arrived mbarriers, which racecheck follows; one consumer bar.sync
- * after it is kept only as ptxas's scheduling fence).
+ * L_READY: data ordered by writer-arrived mbarriers, which racecheck follows; a consumer bar.sync
+ * after it bounds the two WGs to one L_READY phase apart and is ptxas's scheduling fence).
  *
  * Shared memory (dynamic, 1024-byte aligned; every 64x64 tile uses the TMA 128-byte swizzle:
  * 16-byte chunk c of row r lives at r*128 + ((c ^ (r % 8)) * 16), 8-row atoms of 1024 bytes):
@@ -1059,8 +1059,12 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
       l0 = wg ? x0 + l0 : l0 + x0; /* WG0's sum first in both WGs: the same l, bit for bit */
       l1 = wg ? x1 + l1 : l1 + x1;
     }
-    /* Not for the data (ordered above): without a consumer-wide barrier here ptxas schedules the
-     * whole kernel differently (+1500 SASS lines, 2-3% slower, H200). */
+    /* Needed twice over, though it orders no lsum data (the mbarriers above do): (1) it keeps each
+     * WG within one L_READY phase of the other's wait. Without it, a WG whose next segment is empty
+     * (no key block) would complete its barrier's next phase too, and the other WG, still to poll
+     * the phase before, would find the parity it waits for current again and hang. (2) Without a
+     * consumer-wide barrier here ptxas schedules the whole kernel differently (+1500 SASS lines,
+     * 2-3% slower, H200). */
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
     const int nsplit = p.num_splits[i + 1] - p.num_splits[i];

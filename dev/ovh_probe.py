@@ -14,13 +14,13 @@ Usage: PYTHONPATH=python python3 dev/ovh_probe.py --variants 5:4,8:4,12:4 --case
 import argparse
 import ctypes
 import os
-import statistics
 import subprocess
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench  # noqa: E402
+from parts_probe import time_metadata_variants  # noqa: E402
 
 STUB = "#include <stdarg.h>\n#include \"params.h\"\n" \
        "flash_mla_status_t fmla_set_error(flash_mla_status_t s, const char *f, ...) { (void)f; return s; }\n" \
@@ -65,36 +65,20 @@ def main():
         rows = c["s_q"] * c["h_q"] // c["h_kv"]
         P = fm.get_mla_metadata(data.L, rows, c["h_kv"])[0].shape[0]
         Lh = torch.tensor(lens, dtype=torch.int32)
-        metas, desc = {}, {}
+        nb = [(x + 63) // 64 for x in lens]
+        metas, longest = {}, {}
         for v in variants:
             meta = torch.zeros(P, 8, dtype=torch.int32)
             ns = torch.zeros(len(lens) + 1, dtype=torch.int32)
             st = libs[v].flash_mla_get_metadata_host(ctypes.c_void_p(Lh.data_ptr()), len(lens), P,
                                                       ctypes.c_void_p(meta.data_ptr()), ctypes.c_void_p(ns.data_ptr()))
             assert st == 0, st
-            nb = [(x + 63) // 64 for x in lens]
-            loads = []
-            for r in meta.tolist():
-                if r[0] >= len(lens):
-                    loads.append(0)
-                    continue
-                loads.append(sum((r[3] if i == r[2] else nb[i]) - (r[1] if i == r[0] else 0) for i in range(r[0], r[2] + 1)))
-            per = ns[1:] - ns[:-1]
-            desc[v] = "%d split, max part %d blocks" % (int((per > 1).sum()), max(loads))
+            longest[v] = max(sum((r[3] if i == r[2] else nb[i]) - (r[1] if i == r[0] else 0) for i in range(r[0], r[2] + 1))
+                             for r in meta.tolist() if r[0] < len(lens))
             metas[v] = (meta.cuda(), ns.cuda())
-        times = {v: [] for v in variants}
-        for r in range(args.rounds):
-            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
-                data.meta, data.splits = metas[v]
-                times[v].append(bench.time_case(torch, fm, timer, c, data, args.kernel, False)["graph_us"])
-        ref, cells = None, []
-        for v in variants:
-            out, _ = fm.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, 512, metas[v][0],
-                                               metas[v][1], causal=c["causal"], kernel=args.kernel)
-            ref = out.float() if ref is None else ref
-            cells.append("%d:%d %.1f us [%s] (%s) d=%.1g" % (v[0], v[1], statistics.median(times[v]),
-                                                           " ".join("%.1f" % t for t in times[v]), desc[v],
-                                                           (out.float() - ref).abs().max().item()))
+        res = time_metadata_variants(torch, fm, timer, c, data, metas, args.rounds, args.kernel)
+        cells = ["%d:%d %.1f us [%s] (%d split, max part %d blocks) d=%.1g" % (
+            v[0], v[1], res[v][0], " ".join("%.1f" % t for t in res[v][1]), res[v][3], longest[v], res[v][2]) for v in variants]
         print("case %d %s b=%d s_q=%d s_k=%d h_q=%d P=%d: %s" % (idx, c["set"], c["b"], c["s_q"], c["s_k"], c["h_q"], P,
                                                                "; ".join(cells)), flush=True)
         del data

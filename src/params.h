@@ -56,7 +56,7 @@
 #define FMLA_HEAD_DIM_V FLASH_MLA_HEAD_DIM_V /* 512 */
 #define FMLA_BLOCK_N FLASH_MLA_BLOCK_N       /* 64 keys per scheduler unit */
 #define FMLA_BLOCK_M 64                      /* query rows per CTA tile */
-#ifndef FMLA_SPLIT_OVERHEAD                  /* (overridable only for scheduler experiments: dev/ovh_probe.py) */
+#ifndef FMLA_SPLIT_OVERHEAD /* overridable only for scheduler experiments (dev/sched_probe.py --variants) */
 #define FMLA_SPLIT_OVERHEAD 5                /* fixed cost of a split, in n-blocks */
 #endif
 #ifndef FMLA_COMBINE_COST

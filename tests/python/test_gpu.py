@@ -359,6 +359,35 @@ def test_half_empty_batch(kernel):
     assert_no_failures(failures, total)
 
 
+def test_empty_segment_runs(kernel):
+    """Few parts, so each CTA walks many segments, with runs of empty requests (no key block) between
+    ones with keys: the 64-row kernel's epilogue hand-off between its warpgroups must survive a
+    segment that reaches it at once, repeatedly (a barrier phase run ahead would hang here)."""
+    gen = torch.Generator(device=DEV).manual_seed(11)
+    lens = [0, 0, 0, 300, 0, 0, 65, 0, 1, 0, 0, 0, 0, 700, 0, 64, 0, 0, 129, 0, 0, 0, 5, 0]
+    pool = Pool(lens, 64, 1, torch.bfloat16, gen)
+    failures, total = [], 0
+    for s_q, h_q in [(1, 64), (1, 128), (2, 128), (1, 16)]:
+        q = torch.randn(len(lens), s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        out_ref, lse_ref = reference(q, pool.kv, pool.block_table, pool.lens, pool.L, True, D ** -0.5)
+        for parts in (1, 2, 5):
+            what = "s_q=%d h_q=%d parts=%d, runs of empty requests" % (s_q, h_q, parts)
+            meta = flash_mla.get_mla_metadata(pool.L, s_q * h_q, 1, num_sm_parts=parts)
+            try:
+                out, lse = run_decode(q, pool, True, kernel, meta=meta)
+            except flash_mla.FlashMLAError as e:
+                if kernel != "auto" and e.status == _lib.ERROR_UNSUPPORTED_DEVICE:
+                    continue
+                failures.append("%s: raised %s" % (what, e))
+                continue
+            ok, detail = compare(out, lse, out_ref, lse_ref)
+            total += 1
+            if not ok:
+                failures.append("%s: %s" % (what, detail))
+    assert total > 0
+    assert_no_failures(failures, total)
+
+
 @pytest.mark.parametrize("page", [1, 16, 128])
 def test_page_sizes(page, kernel):
     failures, total = [], 0

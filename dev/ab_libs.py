@@ -45,33 +45,51 @@ class Energy:
 ENERGY = None
 
 
-def sustained_us(torch, g, secs):
-    """Mean replay time per 0.2 s window over `secs` seconds of back-to-back replays; the median of
-    the windows after the first quarter (power-capped steady state). Also returns the energy per
-    call over that last three quarters (mJ, from NVML's counter; None where it cannot be read)."""
+def replay_windows(torch, g, secs, window, before_window=None):
+    """Replay graph g back to back for `secs` seconds in windows of `window` seconds (4 replays, then
+    a sync, until the window is over); returns [(seconds since start, µs per replay, replays)] per
+    window. before_window(t) is called before each window starts (t: seconds since start).
+    Shared with dev/power_probe.py."""
     import time
-    global ENERGY
-    if ENERGY is None:
-        ENERGY = Energy()
     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    win, t0, calls, ej0 = [], time.time(), 0, None
+    out, t0 = [], time.time()
     while time.time() - t0 < secs:
-        if ej0 is None and time.time() - t0 >= secs / 4:
-            torch.cuda.synchronize()
-            ej0, calls = ENERGY.mj(), 0
+        if before_window is not None:
+            before_window(time.time() - t0)
         n, ts = 0, time.time()
         e0.record()
-        while time.time() - ts < 0.2:
+        while time.time() - ts < window:
             for _ in range(4):
                 g.replay()
             n += 4
             torch.cuda.synchronize()
         e1.record()
         e1.synchronize()
-        calls += n
-        win.append(e0.elapsed_time(e1) * 1000.0 / n)
+        out.append((round(time.time() - t0, 2), e0.elapsed_time(e1) * 1000.0 / n, n))
+    return out
+
+
+def sustained_us(torch, g, secs):
+    """Mean replay time per 0.2 s window over `secs` seconds of back-to-back replays; the median of
+    the windows after the first quarter (power-capped steady state). Also returns the energy per
+    call over that last three quarters (mJ, from NVML's counter; None where it cannot be read)."""
+    global ENERGY
+    if ENERGY is None:
+        ENERGY = Energy()
+    starts, mark = [], {}  # window start times; the energy counter and window index at secs / 4
+
+    def before(t):
+        if not mark and t >= secs / 4:
+            torch.cuda.synchronize()
+            mark["mj"], mark["idx"] = ENERGY.mj(), len(starts)
+        starts.append(t)
+
+    wins = replay_windows(torch, g, secs, 0.2, before)
     ej1 = ENERGY.mj()
-    tail = sorted(win[len(win) // 4:])
+    times = [us for _, us, _ in wins]
+    tail = sorted(times[len(times) // 4:])
+    calls = sum(n for _, _, n in wins[mark["idx"]:]) if mark else 0
+    ej0 = mark.get("mj")
     mj = (ej1 - ej0) / calls if ej0 is not None and ej1 is not None and calls else None
     return tail[len(tail) // 2], mj
 

@@ -1,8 +1,8 @@
 /*
  * kv_stream.cuh: what the fill-rate diagnostics (dev/tma_rate.cu, dev/mcast_rate.cu) share: a CUDA
  * check, a synthetic K cache of 72 KB blocks (64 tokens x 576 bf16), random block ids for the
- * streams, and the library's tile map over it (box 64 columns x 64 tokens, 128-byte swizzle).
- * Host code; GPU machine only.
+ * streams, the library's tile map over it (box 64 columns x 64 tokens, 128-byte swizzle), and the
+ * device-side mbarrier wait. Include after ptx_sm90.cuh. GPU machine only.
  */
 #ifndef FMLA_DEV_KV_STREAM_CUH
 #define FMLA_DEV_KV_STREAM_CUH
@@ -27,6 +27,15 @@
   } while (0)
 
 #define STAGE 73728 /* one 64-token block of K: 9 column tiles of 64 x 64 bf16 */
+
+#if FMLA_SM90_DEVICE
+/* CTA-scope waits throughout, also on barriers other CTAs arrive on: the cluster-scope acquire form
+ * (try_wait...acquire.cluster) compiles to CCTL.IVALL per poll (perf-notes). */
+static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
+  while (!mbarrier_try_wait_parity(bar, parity)) {
+  }
+}
+#endif
 
 /* nblocks blocks of deterministic non-zero data (nblocks * 72 KB on the device). */
 static void *kv_cache_alloc(int nblocks) {

@@ -30,15 +30,6 @@
 
 #define NB 192
 
-#if FMLA_SM90_DEVICE
-/* CTA-scope waits throughout, also on the barriers the other CTAs arrive on: the cluster-scope
- * acquire form (try_wait...acquire.cluster) compiles to CCTL.IVALL per poll (perf-notes). */
-static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
-  while (!mbarrier_try_wait_parity(bar, parity)) {
-  }
-}
-#endif
-
 __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUtensorMap map, const int *ids, int share,
                                                      int mc, int work, unsigned long long *clk, unsigned *sums) {
 #if FMLA_SM90_DEVICE

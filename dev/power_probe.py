@@ -13,6 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from cta_trace import case_graph  # noqa: E402  (bench.py's case data, one call in a CUDA graph)
+from ab_libs import replay_windows  # noqa: E402
 
 idx = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
@@ -20,21 +21,7 @@ c, _, _, _, g = case_graph(idx)
 smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active",
                         "--format=csv,noheader", "-lms", "250"], stdout=subprocess.PIPE, text=True)
 time.sleep(0.6)
-t0 = time.time()
-win = []
-e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-while time.time() - t0 < secs:
-    n = 0
-    e0.record()
-    ts = time.time()
-    while time.time() - ts < 0.25:
-        for _ in range(4):
-            g.replay()
-        n += 4
-        torch.cuda.synchronize()
-    e1.record()
-    e1.synchronize()
-    win.append((round(time.time() - t0, 2), round(e0.elapsed_time(e1) * 1000 / n, 1)))
+win = [(t, round(us, 1)) for t, us, _ in replay_windows(torch, g, secs, 0.25)]
 time.sleep(0.3)
 smi.terminate()
 out = smi.communicate()[0]

@@ -31,13 +31,6 @@
 
 #define NB_PER_CTA 192
 
-#if FMLA_SM90_DEVICE
-static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
-  while (!mbarrier_try_wait_parity(bar, parity)) {
-  }
-}
-#endif
-
 /* mode 0: tile9 (9 copies of 8 KB per block); mode G>0: grp with G tiles per copy */
 __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUtensorMap map, const int *ids, int mode,
                                                      int pairs, unsigned long long *clk, unsigned *sums) {

@@ -125,8 +125,8 @@
  * raises its full barrier's byte count once the previous phase is over, so its bad-page masks are
  * double-buffered by use parity. At exit each CTA's producer waits, as for one more fill, until both
  * CTAs gave back every tile of the stage it copies: then no remote arrival into this CTA is still in
- * flight when its shared memory goes away. Half the L2->SM bytes: kernel-only in short bursts +1% (neutral), but -1.6% to -4.3%
- * on every standard case under sustained load at the 700 W power cap (H200, perf-notes), where a
+ * flight when its shared memory goes away. Half the L2->SM bytes: kernel-only in short bursts +1%
+ * (neutral), but -1.6% to -4.3% on every standard case under sustained load at the 700 W power cap (H200, perf-notes), where a
  * call's time follows its energy. The remote arrive must be the default (CTA-scope release) form:
  * .release.cluster compiles to MEMBAR.ALL.GPU + CCTL.IVALL and made an earlier attempt 1.2x slower.
  * History: v1 (split-N S, both WGs in lockstep, whole-stage release) is in git before v2.

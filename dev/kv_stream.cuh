@@ -35,6 +35,15 @@ static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
   while (!mbarrier_try_wait_parity(bar, parity)) {
   }
 }
+
+/* Checksum of the stage that held the last of nb blocks (64 threads), added to sums[blockIdx.x]:
+ * the host compares it with the data the stream should have delivered. */
+static __device__ __forceinline__ void stage_checksum(const uint8_t *smem, int nb, unsigned *sums) {
+  unsigned s = 0;
+  const unsigned *w = (const unsigned *)(smem + ((nb - 1) & 1) * STAGE);
+  for (int k = threadIdx.x; k < STAGE / 4; k += 64) s += w[k] * (unsigned)(k * 2654435761u | 1u);
+  atomicAdd(&sums[blockIdx.x], s);
+}
 #endif
 
 /* nblocks blocks of deterministic non-zero data (nblocks * 72 KB on the device). */

@@ -88,10 +88,7 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
     clk[blockIdx.x] = clock64() - t0;
   }
   __syncthreads();
-  unsigned s = 0;
-  const unsigned *w = (const unsigned *)(smem + ((NB - 1) & 1) * STAGE);
-  for (int k = threadIdx.x; k < STAGE / 4; k += 64) s += w[k] * (unsigned)(k * 2654435761u | 1u);
-  atomicAdd(&sums[blockIdx.x], s);
+  stage_checksum(smem, NB, sums);
   if (mc) cluster_sync_all(); /* no CTA leaves while a peer may still arrive on its barriers */
 #endif
 }

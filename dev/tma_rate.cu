@@ -78,11 +78,7 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
     clk[blockIdx.x] = clock64() - t0;
   }
   __syncthreads();
-  /* checksum of the last block's stage (stage 1) */
-  unsigned s = 0;
-  const unsigned *w = (const unsigned *)(smem + ((NB_PER_CTA - 1) & 1) * STAGE);
-  for (int k = threadIdx.x; k < STAGE / 4; k += 64) s += w[k] * (unsigned)(k * 2654435761u | 1u);
-  atomicAdd(&sums[blockIdx.x], s);
+  stage_checksum(smem, NB_PER_CTA, sums); /* the last block's stage (stage 1) */
 #endif
 }
 

@@ -110,13 +110,19 @@ def main():
     fm = bench.import_flash_mla()
     from flash_mla import interface
 
-    funcs = []
+    from flash_mla import _lib as flib
+
+    funcs, metafns = [], []  # each library's decode and its own metadata (the formats may differ)
     for path in args.libs:
         lib = ctypes.CDLL(os.path.abspath(path))
         f = lib.flash_mla_decode
         f.restype = interface._c_decode.restype
         f.argtypes = interface._c_decode.argtypes
         funcs.append(f)
+        g = lib.flash_mla_get_metadata
+        g.restype = flib.get_metadata.restype
+        g.argtypes = flib.get_metadata.argtypes
+        metafns.append(g)
     names = [os.path.basename(p) for p in args.libs]
     timer = bench.Timer(torch)
     print("libraries:", ", ".join(os.path.abspath(p) for p in args.libs))
@@ -127,7 +133,12 @@ def main():
         c = cases[idx]
         lens = bench.case_seqlens(c)
         data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
-        data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
+        metas = []
+        default_meta = flib.get_metadata
+        for g in metafns:
+            flib.get_metadata = g
+            metas.append(fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"]))
+        flib.get_metadata = default_meta
 
         def call():
             return fm.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, bench.DV, data.meta,
@@ -135,8 +146,9 @@ def main():
 
         graphs, outs = [], []
         pool = torch.cuda.graph_pool_handle()
-        for f in funcs:
+        for f, m in zip(funcs, metas):
             interface._c_decode = f
+            data.meta, data.splits = m
             o, _ = call()  # eager once, outside the capture
             torch.cuda.synchronize()
             outs.append(o.float().clone())

@@ -110,6 +110,7 @@ def run(idx, profile):
           f" CTA ends: min {min(ends):.1f}, p10 {pct(ends, .1):.1f}, median {pct(ends, .5):.1f}, p90 {pct(ends, .9):.1f}")
     agg = {"prologue": [], "qload": [], "body": [], "epi": [], "gap": [], "blocks": [], "segs": []}
     per_block = []
+    seg_fit = []  # (n-blocks, body clocks) of every segment, for the per-segment intercept
     for b_, t in enumerate(ctas):
         z = b_ // (mb * c["h_kv"])
         segs = segments(mrows[z], lens, c["b"], cap)
@@ -125,6 +126,7 @@ def run(idx, profile):
             if s + 1 < min(nseg, 14):
                 gap += t[8 + 4 * (s + 1)] - a[3]
             nb = segs[s][1] - segs[s][0]
+            seg_fit.append((nb, a[2] - a[1], a[1] - a[0], a[3] - a[2]))
             if nb >= 8:
                 per_block.append((a[2] - a[1]) / nb)
         agg["qload"].append(q)
@@ -144,6 +146,18 @@ def run(idx, profile):
     if per_block:
         print(f"  body clocks per block (segments of >= 8 blocks): median {statistics.median(per_block):.0f},"
               f" p10 {pct(per_block, .1):.0f}, p90 {pct(per_block, .9):.0f}")
+    if len(seg_fit) > 2:
+        # least squares body = slope * n-blocks + intercept: the intercept is what a segment costs
+        # the block loop beyond its blocks (pipeline ramp and drain, the odd pair, the last block)
+        xs = [f[0] for f in seg_fit]
+        ys = [f[1] for f in seg_fit]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx > 0:
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+            print(f"  body per segment ~ {slope:.0f} clk/block x n-blocks + {my - slope * mx:.0f} clk"
+                  f" ({len(seg_fit)} segments, n-blocks {min(xs)}..{max(xs)}); per segment median: Q wait"
+                  f" {statistics.median(f[2] for f in seg_fit):.0f}, epilogue {statistics.median(f[3] for f in seg_fit):.0f}")
     # the slowest CTA
     w = max(range(ncta), key=lambda k: tot[k])
     print(f"  slowest CTA {w}: total {tot[w]}, blocks {agg['blocks'][w]}, segments {agg['segs'][w]},"

@@ -81,8 +81,8 @@ static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-  *slot0 = __ldg(p.num_splits + req);
-  return __ldg(p.num_splits + req + 1) - *slot0;
+  *slot0 = fmla_ns_slot(p.num_splits, p.batch, req);
+  return fmla_ns_slot(p.num_splits, p.batch, req + 1) - *slot0;
 }
 
 /* Few rows: a CTA per (row, 128-column chunk), the splits spread over its 8 warps. */

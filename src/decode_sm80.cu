@@ -195,9 +195,10 @@ __global__ void __launch_bounds__(D80_THREADS, 1) fmla_decode_sm80_kernel(const 
 
   const float sl2 = p.scale_log2;
 
-  for (int req = begin_req; req <= min(meta_ld(p, 2), p.batch - 1); ++req) {
+  for (int pos = begin_req; pos <= min(meta_ld(p, 2), p.batch - 1); ++pos) {
+    const int req = fmla_ns_req(p.num_splits, p.batch, pos); /* position pos of the part order (params.h) */
     /* ---- segment bounds ---- */
-    const bool first = req == begin_req, last = req == min(meta_ld(p, 2), p.batch - 1);
+    const bool first = pos == begin_req, last = pos == min(meta_ld(p, 2), p.batch - 1);
     int64_t Lc = __ldg(p.cache_seqlens + req);
     if (Lc < 0) Lc = 0;
     if (Lc > (int64_t)p.max_blocks_per_seq * page_size) Lc = (int64_t)p.max_blocks_per_seq * page_size;
@@ -401,8 +402,8 @@ __global__ void __launch_bounds__(D80_THREADS, 1) fmla_decode_sm80_kernel(const 
     const int col0 = kh * 256 + 2 * (lane & 3);
     /* read here, not at the segment start, to keep them out of the registers of the tile loop */
     const int split = first ? meta_ld(p, 4) : 0;
-    const int slot0 = __ldg(p.num_splits + req);
-    const int nsplits = __ldg(p.num_splits + req + 1) - slot0;
+    const int slot0 = fmla_ns_slot(p.num_splits, p.batch, req);
+    const int nsplits = fmla_ns_slot(p.num_splits, p.batch, req + 1) - slot0;
     const bool unsplit = nsplits <= 1;
     if (!unsplit && (split < 0 || split >= nsplits)) continue; /* inconsistent metadata: write nothing */
 #pragma unroll

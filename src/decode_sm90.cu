@@ -267,7 +267,8 @@ static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity, 
 #endif
 }
 
-/* One segment of the part: request i, n-blocks [lo, hi), split index, clamped length L. */
+/* One segment of the part: the request i at position pos of the part order (params.h), n-blocks
+ * [lo, hi), split index, clamped length L. */
 typedef struct sm90_segment {
   int lo, hi, split, L;
 } sm90_segment;
@@ -279,16 +280,17 @@ static __device__ __forceinline__ int sm90_clamped_len(const fmla_kernel_params 
   return (int)(L > 0x7fffffffll ? 0x7fffffffll : L);
 }
 
-static __device__ __forceinline__ sm90_segment sm90_get_segment(const fmla_kernel_params &p, const int *meta, int i) {
+static __device__ __forceinline__ sm90_segment sm90_get_segment(const fmla_kernel_params &p, const int *meta, int pos,
+                                                                int i) {
   sm90_segment s;
   s.L = sm90_clamped_len(p, i);
   const int nb = (int)(((long long)s.L + FMLA_BLOCK_N - 1) / FMLA_BLOCK_N);
-  s.lo = i == meta[0] ? meta[1] : 0;
-  s.hi = i == meta[2] ? meta[3] : nb;
+  s.lo = pos == meta[0] ? meta[1] : 0;
+  s.hi = pos == meta[2] ? meta[3] : nb;
   s.hi = s.hi < nb ? s.hi : nb; /* the metadata saw unclamped lengths */
   s.lo = s.lo < 0 ? 0 : s.lo;
   s.lo = s.lo < s.hi ? s.lo : s.hi;
-  s.split = i == meta[0] ? meta[4] : 0;
+  s.split = pos == meta[0] ? meta[4] : 0;
   return s;
 }
 
@@ -985,8 +987,9 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 #if FMLA_SM90_TRACE
   int nseg = 0;
 #endif
-  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
+  for (int pos = begin_req; pos <= end_req && pos < p.batch; ++pos) {
+    const int i = fmla_ns_req(p.num_splits, p.batch, pos); /* the request */
+    const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     const int L = seg.L;
     c.L = L;
 #if FMLA_SM90_TRACE
@@ -1067,7 +1070,8 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
      * 2-3% slower, H200). */
     bar_sync(SM90_BAR_CONSUMERS, SM90_CONSUMER_THREADS);
     const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-    const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
+    const int slot0 = fmla_ns_slot(p.num_splits, p.batch, i);
+    const int nsplit = fmla_ns_slot(p.num_splits, p.batch, i + 1) - slot0;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = half ? r1 : r0;
@@ -1090,7 +1094,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
         if (valid && wg == 0 && quad == 0)
           p.lse[((int64_t)i * p.num_heads_q + h) * p.seqlen_q + t] = l > 0.f ? m * SM90_LN2 + logf(l) : INFINITY;
       } else {
-        const int64_t slot_row = ((int64_t)(p.num_splits[i] + seg.split) * p.num_heads_k + hk) * p.rows + gr;
+        const int64_t slot_row = ((int64_t)(slot0 + seg.split) * p.num_heads_k + hk) * p.rows + gr;
         sm90_store_row32(p.o_accum + slot_row * FMLA_HEAD_DIM_V + wg * 256, o, half, inv, quad, valid);
         if (valid && wg == 0 && quad == 0) p.lse_accum[slot_row] = l > 0.f ? m * SM90_LN2 + logf(l) : -INFINITY;
       }
@@ -1121,8 +1125,9 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
                                                           : createpolicy_fractional_l2_evict_normal();
   uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
   /* meta[2] re-read per segment (an L1 hit): keeps the producer within its 40 registers */
-  for (int i = meta[0]; i <= __ldg(meta + 2) && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
+  for (int pos = meta[0]; pos <= __ldg(meta + 2) && pos < p.batch; ++pos) {
+    const int i = fmla_ns_req(p.num_splits, p.batch, pos); /* the request */
+    const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     if (q_tma && seg.lo < seg.hi) {
       /* Q tile of (request i, KV head hk, M tile): 9 boxes of 64 columns x 64 rows, the rows as
        * (group, position) with rows past s_q zero-filled by TMA; see sm90_make_q_map. */
@@ -1323,8 +1328,9 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t u = 0; /* blocks so far in this CTA: stage u % 2, that stage's use u / 2 */
 
-  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
+  for (int pos = begin_req; pos <= end_req && pos < p.batch; ++pos) {
+    const int i = fmla_ns_req(p.num_splits, p.batch, pos); /* the request */
+    const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     const int L = seg.L;
     bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS); /* the previous segment's S reads and lsum reads are over */
     if (seg.lo < seg.hi) {
@@ -1472,7 +1478,8 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       for (int j = 0; j < 2 * NC; ++j) lsum[warp * kN + 8 * (j >> 1) + 2 * q4 + (j & 1)] = l[j];
     }
     bar_sync(NW_BAR_CONSUMERS, NW_CONSUMERS);
-    const int nsplit = p.num_splits[i + 1] - p.num_splits[i];
+    const int slot0 = fmla_ns_slot(p.num_splits, p.batch, i);
+    const int nsplit = fmla_ns_slot(p.num_splits, p.batch, i + 1) - slot0;
 #pragma unroll
     for (int j = 0; j < 2 * NC; ++j) {
       const int col = 8 * (j >> 1) + 2 * q4 + (j & 1);
@@ -1493,7 +1500,7 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
         if (warp == 0 && r8 == 0)
           p.lse[((int64_t)i * p.num_heads_q + h) * p.seqlen_q + t] = lt > 0.f ? m[j] * SM90_LN2 + logf(lt) : INFINITY;
       } else {
-        const int64_t slot_row = ((int64_t)(p.num_splits[i] + seg.split) * p.num_heads_k + hk) * p.rows + col;
+        const int64_t slot_row = ((int64_t)(slot0 + seg.split) * p.num_heads_k + hk) * p.rows + col;
         float *dst = p.o_accum + slot_row * FMLA_HEAD_DIM_V;
 #pragma unroll
         for (int mt = 0; mt < 8; ++mt) {
@@ -1517,8 +1524,9 @@ static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, 
   const uint64_t policy = createpolicy_fractional_l2_evict_first(); /* one CTA per KV block: read once */
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t u = 0;
-  for (int i = begin_req; i <= end_req && i < p.batch; ++i) {
-    const sm90_segment seg = sm90_get_segment(p, meta, i);
+  for (int pos = begin_req; pos <= end_req && pos < p.batch; ++pos) {
+    const int i = fmla_ns_req(p.num_splits, p.batch, pos); /* the request */
+    const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     for (int n = seg.lo; n < seg.hi; ++n, ++u) {
       const int stage = u & 1;
       sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, sbase + LY::off_k + stage * SM90_STAGE_BYTES,

@@ -13,19 +13,24 @@
  *     walks the segments of its part (see "Scheduler metadata" below).
  *   - Causal: row r sees keys j < L - (s_q - 1 - t). A row that sees no key: out 0, lse +inf.
  *
- * Scheduler metadata, int32 [num_sm_parts, FLASH_MLA_METADATA_SIZE], one row per part:
- *   [0] begin_req   first request of the part (>= batch: the part is empty)
- *   [1] begin_block first n-block in begin_req
- *   [2] end_req     last request of the part (inclusive)
- *   [3] end_block   one past the last n-block in end_req
- *   [4] begin_split split index, within begin_req, of the part's first segment
+ * Scheduler metadata, int32 [num_sm_parts, FLASH_MLA_METADATA_SIZE], one row per part. Parts cover
+ * the requests in a part order: position k holds request order[k] (the identity except in packed
+ * mode, below).
+ *   [0] begin_req   first position of the part (>= batch: the part is empty)
+ *   [1] begin_block first n-block in the request at begin_req
+ *   [2] end_req     last position of the part (inclusive)
+ *   [3] end_block   one past the last n-block in the request at end_req
+ *   [4] begin_split split index, within that request, of the part's first segment
  *   [5..7] 0
- * Requests strictly between begin_req and end_req are covered whole by the part. A segment is
- * (request i, n-block range [lo, hi)); its split index is begin_split for begin_req and 0 for the
- * others. num_splits [b + 1] is the prefix sum of splits per request (num_splits[0] = 0).
- * A request with exactly one split writes out/lse directly. Otherwise split k of request i writes
- * its partial (unnormalised O / l, and lse) to accumulator slot num_splits[i] + k, and the
+ * Positions strictly between begin_req and end_req are covered whole by the part. A segment is
+ * (request i, n-block range [lo, hi)); its split index is begin_split at begin_req and 0 for the
+ * others. slot[i] = prefix sum of splits per request, in request order (slot[0] = 0, slot[b] =
+ * total). A request with exactly one split writes out/lse directly. Otherwise split k of request i
+ * writes its partial (unnormalised O / l, and lse) to accumulator slot slot[i] + k, and the
  * combine kernel merges them. Slots <= batch + num_sm_parts.
+ * num_splits [b + 1]: for b <= FMLA_PACK_MAX_BATCH, num_splits[k] = slot[k] | order[k] << 16
+ * (k < b) and num_splits[b] = slot[b]; for larger b, num_splits[i] = slot[i] (identity order).
+ * Read it only through fmla_ns_slot / fmla_ns_req.
  *
  * Scheduler algorithm (host twin in sched_host.c, GPU in sched.cu; they agree bit for bit):
  *   cost_i = nb_i + FMLA_SPLIT_OVERHEAD (per-request fixed cost in n-block units), units of
@@ -41,6 +46,15 @@
  *   schedule's bound (Q + OVH). Then splits_i = 1 for every request and nothing is combined. It is
  *   what a batch of equal lengths with b a little below P gets (b = 128 on 132 SMs: one request
  *   per part instead of 127 requests split in two).
+ *   Packed mode (sched_math.h, fmla_pack_run), tried when num_sm_parts <= b <= 256: requests
+ *   sorted by n-blocks (descending); each part, of capacity T = Q + d, takes the tail of the
+ *   request the previous part split, then the largest unused request that fits whole, again and
+ *   again, then the head of the largest unused request when >= 4 n-blocks of room are left; the
+ *   last part takes the rest. Every segment costs its n-blocks + FMLA_SPLIT_OVERHEAD. Of the
+ *   contiguous schedule and the packed ones for d = 0..7, the one with the lowest
+ *   5 * (largest part cost) + (requests split) is taken (ties: the contiguous one, then the
+ *   smaller d). On the benchmark's b = 128 varlen batches it splits 0-37 requests instead of
+ *   29-65, at about the same largest part: fewer fp32 partials and less combine work.
  *
  * Accumulators (workspace, fp32):
  *   o_accum   [slots, h_kv, rows, 512]   partial O already divided by its own l
@@ -63,6 +77,26 @@
 #define FMLA_COMBINE_COST 4                  /* what splitting at all costs more (partials, combine), n-blocks */
 #endif
 #define FMLA_META_SIZE FLASH_MLA_METADATA_SIZE
+
+/* num_splits encoding (see "Scheduler metadata" above). With batch <= FMLA_PACK_MAX_BATCH entry k
+ * (k < batch) holds the slot base of request k in its low 16 bits and the request at position k
+ * of the part order in its high bits; entry batch is the slot total. Larger batches keep the plain
+ * prefix sum and the identity order. */
+#define FMLA_PACK_MAX_BATCH 1024
+#define FMLA_PACK_SHIFT 16
+#if defined(__CUDACC__)
+#define FMLA_NS_HD static __host__ __device__ __forceinline__
+#else
+#define FMLA_NS_HD static inline
+#endif
+/* First accumulator slot of request i (i <= batch: entry batch gives the total). */
+FMLA_NS_HD int32_t fmla_ns_slot(const int32_t *ns, int32_t batch, int32_t i) {
+  return batch <= FMLA_PACK_MAX_BATCH ? (ns[i] & ((1 << FMLA_PACK_SHIFT) - 1)) : ns[i];
+}
+/* Request at position pos (0 <= pos < batch) of the part order. */
+FMLA_NS_HD int32_t fmla_ns_req(const int32_t *ns, int32_t batch, int32_t pos) {
+  return batch <= FMLA_PACK_MAX_BATCH ? (ns[pos] >> FMLA_PACK_SHIFT) : pos;
+}
 #define FMLA_MAX_SM_PARTS 1024               /* sched.cu keeps per-part state in shared memory */
 
 typedef struct fmla_kernel_params {

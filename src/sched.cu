@@ -9,8 +9,13 @@
  * threads. Pass 1 reduces W = sum(nb_i + OVH). Pass 2 walks the batch in chunks of 1024 requests,
  * scanning costs (int64) and splits (int32) with a carry, writing num_splits and recording, for
  * each raw part boundary p*Q, the request that holds it. Pass 3 picks split or no-split mode
- * (the largest part with every boundary snapped to a request start) and pass 4 writes one row per
- * part.
+ * (the largest part with every boundary snapped to a request start). When P <= b <= 256 the packed
+ * schedule is tried next (params.h): the requests are ranked by n-blocks (one thread each), then
+ * one thread per capacity Q + d (warp d's lane 0, d = 0..7) runs the sequential greedy of
+ * sched_math.h; if one scores better than the contiguous schedule, thread 0 runs it again and
+ * writes its rows and num_splits, and the kernel ends. Otherwise pass 4 writes one row per part.
+ * Cost of the packed pass for b = 256: ~b sorted-array searches per thread, tens of microseconds;
+ * the metadata is made once per decode step.
  * Shared memory is fixed (FMLA_MAX_SM_PARTS entries, ~13 KB), whatever b is: b = 65,536 is
  * 64 chunks.
  *
@@ -54,10 +59,18 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
   __shared__ int64_t warp_buf[32];
   __shared__ int32_t preq[FMLA_MAX_SM_PARTS + 1];
   __shared__ int64_t pcum[FMLA_MAX_SM_PARTS + 1];
-  __shared__ unsigned long long max_ns;
+  __shared__ unsigned long long max_ns, max_c;
+  __shared__ int nsplit_c;
+  /* packed schedule (batch <= FMLA_PACK_SCHED_MAX_BATCH): sorted requests, per-capacity scratch */
+  __shared__ int32_t srt[FMLA_PACK_SCHED_MAX_BATCH], nbs[FMLA_PACK_SCHED_MAX_BATCH];
+  __shared__ int32_t order[FMLA_PACK_SCHED_MAX_BATCH], pieces[FMLA_PACK_SCHED_MAX_BATCH];
+  __shared__ int32_t nxt[FMLA_PACK_DELTAS][FMLA_PACK_SCHED_MAX_BATCH + 1];
+  __shared__ long long score[FMLA_PACK_DELTAS];
   const int tid = threadIdx.x;
+  const int enc = batch <= FMLA_PACK_MAX_BATCH; /* order bits in num_splits (params.h) */
 
-  /* Pass 1: W. */
+  if (tid == 0) nsplit_c = 0;
+  /* Pass 1: W. (The scan's barriers order nsplit_c's reset before pass 2.) */
   int64_t part = 0;
   for (int32_t i = tid; i < batch; i += SCHED_THREADS) part += fmla_sched_nblocks(cache_seqlens[i]) + FMLA_SPLIT_OVERHEAD;
   int64_t W;
@@ -81,7 +94,8 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
     int64_t split_total;
     const int64_t split_before = split_carry + block_inclusive_scan(splits, warp_buf, &split_total) - splits;
     if (i < batch) {
-      num_splits[i] = (int32_t)split_before;
+      num_splits[i] = (int32_t)split_before | (enc ? i << FMLA_PACK_SHIFT : 0);
+      if (splits > 1) atomicAdd(&nsplit_c, 1);
       if (i == batch - 1) num_splits[batch] = (int32_t)(split_before + splits);
       /* raw boundaries p*Q in [cum, cum + cost) belong to request i */
       for (int64_t p = (cum + Q - 1) / Q; p <= P && p * Q < cum + cost; ++p) {
@@ -103,9 +117,47 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
   const int nosplit = fmla_sched_use_nosplit((int64_t)max_ns, Q);
   if (nosplit) /* one split per request; the same thread wrote these in pass 2 */
     for (int32_t i = tid; i < batch; i += SCHED_THREADS) {
-      num_splits[i] = i;
+      num_splits[i] = i | (enc ? i << FMLA_PACK_SHIFT : 0);
       if (i == batch - 1) num_splits[batch] = batch;
     }
+
+  /* Packed schedule (params.h): tried with capacities Q + d, one thread per d, against the
+   * contiguous schedule's score; the best is written by thread 0 and the kernel ends there. */
+  if (fmla_pack_eligible(batch, P)) {
+    if (tid == 0) max_c = 0;
+    for (int32_t i = tid; i < batch; i += SCHED_THREADS) {
+      const int32_t r = fmla_pack_rank(cache_seqlens, batch, i);
+      srt[r] = i;
+      nbs[r] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]);
+    }
+    __syncthreads();
+    for (int32_t p = tid; p < P; p += SCHED_THREADS)
+      atomicMax(&max_c, (unsigned long long)fmla_sched_part_cost(p, Q, W, pcum[p], pcum[p + 1], nosplit));
+    if ((tid & 31) == 0 && (tid >> 5) < FMLA_PACK_DELTAS) {
+      const int d = tid >> 5;
+      int32_t ns = 0;
+      const int64_t c = fmla_pack_run(nbs, srt, batch, P, Q + d, nxt[d], &ns, NULL, NULL, NULL);
+      score[d] = (long long)fmla_pack_score(c, ns);
+    }
+    __syncthreads();
+    int best_d = -1;
+    long long best = (long long)fmla_pack_score((int64_t)max_c, nosplit ? 0 : nsplit_c);
+    for (int d = 0; d < FMLA_PACK_DELTAS; ++d)
+      if (score[d] < best) best = score[d], best_d = d;
+    if (best_d >= 0) {
+      if (tid == 0) {
+        int32_t ns = 0;
+        fmla_pack_run(nbs, srt, batch, P, Q + best_d, nxt[0], &ns, meta, order, pieces);
+        int32_t slot = 0;
+        for (int32_t i = 0; i < batch; ++i) {
+          num_splits[i] = slot | (order[i] << FMLA_PACK_SHIFT);
+          slot += pieces[i];
+        }
+        num_splits[batch] = slot;
+      }
+      return;
+    }
+  }
 
   /* Pass 4: one row per part. */
   for (int32_t p = tid; p < P; p += SCHED_THREADS) {

@@ -65,6 +65,58 @@ flash_mla_status_t flash_mla_get_metadata_host(const int32_t *cache_seqlens, int
   if (nosplit)
     for (int32_t i = 0; i <= batch; ++i) num_splits[i] = i;
 
+  if (fmla_pack_eligible(batch, P)) {
+    /* The packed schedule, tried against the contiguous one (params.h, "Packed mode"). */
+    int32_t nsplit_c = 0;
+    for (int32_t i = 0; i < batch; ++i) nsplit_c += num_splits[i + 1] - num_splits[i] > 1;
+    int64_t maxc_c = 0;
+    for (int32_t q = 0; q < P; ++q) {
+      const int64_t c = fmla_sched_part_cost(q, Q, W, pcum[q], pcum[q + 1], nosplit);
+      maxc_c = c > maxc_c ? c : maxc_c;
+    }
+    int32_t *buf = (int32_t *)malloc(sizeof(int32_t) * (size_t)(5 * batch + 1));
+    if (!buf) {
+      free(preq);
+      free(pcum);
+      return fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "flash_mla_get_metadata_host: out of host memory");
+    }
+    int32_t *srt = buf, *nbs = buf + batch, *order = buf + 2 * batch, *pieces = buf + 3 * batch, *nxt = buf + 4 * batch;
+    for (int32_t i = 0; i < batch; ++i) {
+      const int32_t r = fmla_pack_rank(cache_seqlens, batch, i);
+      srt[r] = i;
+      nbs[r] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]);
+    }
+    int64_t best = fmla_pack_score(maxc_c, nsplit_c);
+    int32_t best_d = -1;
+    for (int32_t d = 0; d < FMLA_PACK_DELTAS; ++d) {
+      int32_t ns = 0;
+      const int64_t c = fmla_pack_run(nbs, srt, batch, P, Q + d, nxt, &ns, NULL, NULL, NULL);
+      const int64_t sc = fmla_pack_score(c, ns);
+      if (sc < best) {
+        best = sc;
+        best_d = d;
+      }
+    }
+    if (best_d >= 0) {
+      int32_t ns = 0;
+      fmla_pack_run(nbs, srt, batch, P, Q + best_d, nxt, &ns, meta, order, pieces);
+      int32_t slot = 0;
+      for (int32_t i = 0; i < batch; ++i) {
+        num_splits[i] = slot | (order[i] << FMLA_PACK_SHIFT);
+        slot += pieces[i];
+      }
+      num_splits[batch] = slot;
+      free(buf);
+      free(preq);
+      free(pcum);
+      fmla_clear_error();
+      return FLASH_MLA_SUCCESS;
+    }
+    free(buf);
+  }
+  if (batch <= FMLA_PACK_MAX_BATCH) /* identity order in the high bits (params.h) */
+    for (int32_t i = 0; i < batch; ++i) num_splits[i] |= i << FMLA_PACK_SHIFT;
+
   for (int32_t q = 0; q < P; ++q) {
     const int64_t raw_e = (int64_t)(q + 1) * Q;
     int64_t nb_end_prev = 0;

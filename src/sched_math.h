@@ -93,4 +93,159 @@ FMLA_SCHED_HD void fmla_sched_part_row(int32_t p, int32_t P, int64_t Q, int64_t 
   }
 }
 
+
+/* ---- Packed schedule (params.h, "Packed mode") ----
+ * Requests sorted by n-blocks, descending (ties: lower index first): srt[k] is the request at
+ * sorted position k, nbs[k] its n-blocks. Every segment costs its n-blocks + FMLA_SPLIT_OVERHEAD.
+ * Each part, with capacity T, takes in turn: the tail of the request the previous part split (all
+ * of it if it fits, else as much as fits), then repeatedly the largest unused request that still
+ * fits whole, then, when a request is left and at least FMLA_PACK_MIN_PIECE n-blocks of room,
+ * the head of the largest unused request, whose tail opens the next part. The last part takes
+ * whatever is left. Positions number the requests in the order the parts take them; a split
+ * request keeps one position (the end of one part, the start of the next). */
+#define FMLA_PACK_MIN_PIECE 4
+#define FMLA_PACK_DELTAS 8     /* capacities tried: T = Q + d, d = 0 .. FMLA_PACK_DELTAS - 1 */
+#define FMLA_PACK_SPLIT_WEIGHT 5 /* schedules compare by 5 * (largest part cost) + split requests */
+#define FMLA_PACK_SCHED_MAX_BATCH 256 /* the packed schedule is tried for P <= batch <= this */
+
+/* The packed schedule is tried when each part gets at least one request on average and the
+ * sequential greedy stays cheap (one GPU thread per capacity tried). */
+FMLA_SCHED_HD int fmla_pack_eligible(int32_t batch, int32_t P) {
+  return P >= 2 && batch >= P && batch <= FMLA_PACK_SCHED_MAX_BATCH;
+}
+
+/* Sorted position of request i: n-blocks descending, then index ascending (a total order, so the
+ * GPU's parallel ranks and the host's agree). */
+FMLA_SCHED_HD int32_t fmla_pack_rank(const int32_t *cache_seqlens, int32_t batch, int32_t i) {
+  const int64_t ni = fmla_sched_nblocks(cache_seqlens[i]);
+  int32_t r = 0;
+  for (int32_t j = 0; j < batch; ++j) {
+    const int64_t nj = fmla_sched_nblocks(cache_seqlens[j]);
+    r += nj > ni || (nj == ni && j < i);
+  }
+  return r;
+}
+
+/* Unused sorted position at or after k (nxt[batch] == batch is the sentinel); path halving. */
+FMLA_SCHED_HD int32_t fmla_pack_find(int32_t *nxt, int32_t k) {
+  while (nxt[k] != k) {
+    nxt[k] = nxt[nxt[k]];
+    k = nxt[k];
+  }
+  return k;
+}
+
+/* First sorted position whose request fits whole in `room` units (batch if none). */
+FMLA_SCHED_HD int32_t fmla_pack_first_fit(const int32_t *nbs, int32_t batch, int64_t room) {
+  int32_t lo = 0, hi = batch;
+  while (lo < hi) {
+    const int32_t mid = (lo + hi) >> 1;
+    if ((int64_t)nbs[mid] + FMLA_SPLIT_OVERHEAD <= room) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/* Runs the packed schedule with capacity T. Returns the largest part cost; *nsplit = requests
+ * split. With meta != NULL also writes the P rows, order[pos] (request at each position) and
+ * pieces[i] (segments of request i). nxt: batch + 1 ints of scratch. */
+FMLA_SCHED_HD int64_t fmla_pack_run(const int32_t *nbs, const int32_t *srt, int32_t batch, int32_t P, int64_t T,
+                                    int32_t *nxt, int32_t *nsplit, int32_t *meta, int32_t *order, int32_t *pieces) {
+  for (int32_t k = 0; k <= batch; ++k) nxt[k] = k;
+  int32_t pos = 0, carry = -1, carry_lo = 0, carry_piece = 0, ns = 0;
+  int64_t maxc = 0;
+  for (int32_t p = 0; p < P; ++p) {
+    const int last = p == P - 1;
+    int64_t room = T, cost = 0;
+    int32_t b_pos = pos, b_blk = 0, b_split = 0, e_pos = -1, e_blk = 0;
+    int done = 0;
+    if (carry >= 0) {
+      const int32_t rem = nbs[carry] - carry_lo;
+      b_blk = carry_lo;
+      b_split = carry_piece;
+      if ((int64_t)rem + FMLA_SPLIT_OVERHEAD <= room || last) {
+        cost += rem + FMLA_SPLIT_OVERHEAD;
+        room -= rem + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = nbs[carry];
+        if (pieces) pieces[srt[carry]] = carry_piece + 1;
+        ++pos;
+        carry = -1;
+      } else {
+        const int32_t take = (int32_t)(room - FMLA_SPLIT_OVERHEAD);
+        cost += take + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = carry_lo + take;
+        carry_lo += take;
+        ++carry_piece;
+        done = 1;
+      }
+    }
+    while (!done) {
+      int32_t k = last ? 0 : fmla_pack_first_fit(nbs, batch, room);
+      k = fmla_pack_find(nxt, k);
+      if (k >= batch) break;
+      nxt[k] = k + 1;
+      if (order) order[pos] = srt[k];
+      if (pieces) pieces[srt[k]] = 1;
+      cost += nbs[k] + FMLA_SPLIT_OVERHEAD;
+      room -= nbs[k] + FMLA_SPLIT_OVERHEAD;
+      e_pos = pos;
+      e_blk = nbs[k];
+      ++pos;
+    }
+    if (!done && !last && room - FMLA_SPLIT_OVERHEAD >= FMLA_PACK_MIN_PIECE) {
+      const int32_t k = fmla_pack_find(nxt, 0); /* the largest unused request: it does not fit whole */
+      if (k < batch) {
+        const int32_t take = (int32_t)(room - FMLA_SPLIT_OVERHEAD);
+        nxt[k] = k + 1;
+        if (order) order[pos] = srt[k];
+        cost += take + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = take;
+        carry = k;
+        carry_lo = take;
+        carry_piece = 1;
+        ++ns;
+      }
+    }
+    maxc = cost > maxc ? cost : maxc;
+    if (meta) {
+      int32_t *row = meta + (size_t)p * FMLA_META_SIZE;
+      for (int j = 0; j < FMLA_META_SIZE; ++j) row[j] = 0;
+      if (e_pos < 0) { /* nothing for this part */
+        row[0] = batch;
+        row[2] = -1;
+      } else {
+        row[0] = b_pos;
+        row[1] = b_blk;
+        row[2] = e_pos;
+        row[3] = e_blk;
+        row[4] = b_split;
+      }
+    }
+  }
+  *nsplit = ns;
+  return maxc;
+}
+
+/* Cost of part p of the contiguous schedule when every segment is charged like the packed one's:
+ * its units [B0, B1), plus FMLA_SPLIT_OVERHEAD when it opens inside a request (that segment's
+ * fixed cost is not among its units). cum_b, cum_e as for fmla_sched_part_row. */
+FMLA_SCHED_HD int64_t fmla_sched_part_cost(int32_t p, int64_t Q, int64_t W, int64_t cum_b, int64_t cum_e, int nosplit) {
+  const int64_t raw_b = (int64_t)p * Q, raw_e = raw_b + Q;
+  if (raw_b >= W) return 0;
+  const int64_t B0 = fmla_sched_snap(raw_b, cum_b, nosplit);
+  const int64_t B1 = raw_e >= W ? W : fmla_sched_snap(raw_e, cum_e, nosplit);
+  if (B0 == B1) return 0;
+  return B1 - B0 + (B0 == cum_b ? 0 : FMLA_SPLIT_OVERHEAD);
+}
+
+/* Schedules are compared by this (lower is better): one unit of the largest part against
+ * FMLA_PACK_SPLIT_WEIGHT split requests (their fp32 partials and the combine's reads; H200, b = 128
+ * s_k = 4K: 59 splits cost ~22 us, ~11 n-blocks of a part). */
+FMLA_SCHED_HD int64_t fmla_pack_score(int64_t maxc, int32_t nsplit) {
+  return FMLA_PACK_SPLIT_WEIGHT * maxc + nsplit;
+}
+
 #endif

@@ -24,6 +24,7 @@
  * 3. Bad arguments: NULL pointers, batch <= 0, num_sm_parts <= 0 or > FMLA_MAX_SM_PARTS,
  *    misaligned pointers: the right status, a message naming the argument, outputs untouched.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 
 #include "flash_mla.h"
 #include "params.h"
+#include "sched_math.h"
 #include "test_util.h"
 
 #define OVH FMLA_SPLIT_OVERHEAD
@@ -148,7 +150,7 @@ static void model_free(model *m) {
 /* ---------------------------------------------------------------------------------------------
  * Property checks of one (batch, P) result. Returns 0 when a check failed (to stop early).
  * ------------------------------------------------------------------------------------------- */
-static long g_cases, g_segments, g_empty_parts;
+static long g_cases, g_segments, g_empty_parts, g_packed;
 
 static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *what) {
   int32_t *meta = malloc(sizeof(int32_t) * ((size_t)P * FMLA_META_SIZE + GUARD));
@@ -169,7 +171,26 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
   for (int32_t i = 0; i < batch; ++i) W += nblocks(L[i]) + OVH;
   const int64_t Q = (W + P - 1) / P;
 
-  /* num_splits */
+  /* num_splits: slot bases (and, for batch <= FMLA_PACK_MAX_BATCH, the part order; params.h) */
+  int32_t *sl = malloc(sizeof(int32_t) * ((size_t)batch + 1)), *reqat = malloc(sizeof(int32_t) * (size_t)batch);
+  char *perm = calloc((size_t)batch, 1);
+  int perm_ok = 1;
+  for (int32_t i = 0; i <= batch; ++i) sl[i] = fmla_ns_slot(ns, batch, i);
+  for (int32_t k = 0; k < batch; ++k) {
+    reqat[k] = fmla_ns_req(ns, batch, k);
+    if (reqat[k] < 0 || reqat[k] >= batch || perm[reqat[k]]) perm_ok = 0;
+    else perm[reqat[k]] = 1;
+  }
+  free(perm);
+  CHECK(perm_ok, "%s b=%d P=%d: the part order in num_splits is not a permutation of the requests", what, batch, P);
+  if (!perm_ok) {
+    free(sl);
+    free(reqat);
+    goto done;
+  }
+  CHECK(batch > FMLA_PACK_MAX_BATCH || ns[batch] == sl[batch], "%s b=%d P=%d: num_splits[batch] has order bits", what, batch, P);
+  const int32_t *ns_plain = ns; /* raw entries, for the model comparison below */
+  ns = sl;
   CHECK(ns[0] == 0, "%s b=%d P=%d: num_splits[0] = %d", what, batch, P, ns[0]);
   int mono = 1;
   int32_t bad_i = -1;
@@ -188,8 +209,8 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
   /* split schedule: Q + OVH; a schedule that splits nothing may be the no-split mode's, which is
    * taken only when its largest part is at most FMLA_COMBINE_COST units above that */
   const int64_t bound = Q + OVH + (ns[batch] > batch ? 0 : FMLA_COMBINE_COST);
-  int32_t bad_part = -1;
-  int64_t bad_cost = 0;
+  int32_t bad_part = -1, bad_part_c = -1;
+  int64_t bad_cost = 0, max_cost = 0;
   for (int32_t p = 0; p < P; ++p) {
     const int32_t *row = meta + (size_t)p * FMLA_META_SIZE;
     if (row[5] != 0 || row[6] != 0 || row[7] != 0) rows_ok = 0, bad_part = p;
@@ -203,23 +224,29 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
       continue;
     }
     int64_t cost = 0;
-    for (int32_t i = rb; i <= re; ++i) {
+    for (int32_t i = rb; i <= re; ++i) { /* i: a position of the part order */
       seg s;
-      s.req = i;
+      s.req = reqat[i];
       s.lo = i == rb ? row[1] : 0;
-      s.hi = i == re ? row[3] : (int32_t)nblocks(L[i]);
+      s.hi = i == re ? row[3] : (int32_t)nblocks(L[s.req]);
       s.split = i == rb ? row[4] : 0;
       s.part = p;
-      if (s.lo < 0 || s.hi < s.lo || s.hi > nblocks(L[i])) rows_ok = 0, bad_part = p;
+      if (s.lo < 0 || s.hi < s.lo || s.hi > nblocks(L[s.req])) rows_ok = 0, bad_part = p;
       cost += (int64_t)(s.hi - s.lo) + OVH;
       if (n < max_segs) segs[n++] = s;
       else rows_ok = 0;
     }
-    if (cost > bound && cost_ok) cost_ok = 0, bad_part = p, bad_cost = cost;
+    if (cost > max_cost) max_cost = cost;
+    if (cost > bound && cost_ok) bad_part_c = p, bad_cost = cost, cost_ok = 0;
   }
+  int32_t nsplit_req = 0;
+  for (int32_t i = 0; i < batch; ++i) nsplit_req += ns[i + 1] - ns[i] > 1;
+  int packed = 0; /* decided below, against the contiguous model */
+  for (int32_t k = 0; k < batch && !packed; ++k) packed = reqat[k] != k;
   CHECK(rows_ok, "%s b=%d P=%d: malformed metadata row of part %d", what, batch, P, bad_part);
-  CHECK(cost_ok, "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part, (long long)bad_cost,
-        (long long)bound, (long long)Q, (long long)W, ns[batch] > batch ? "split" : "no request split");
+  /* The contiguous schedule's bound; a packed schedule is only taken when it scores better than the
+   * contiguous one (checked against the model below), whatever its largest part. */
+  const int cost_ok_c = cost_ok; /* checked with the model below, for the contiguous schedule */
   g_segments += (long)n;
 
   /* per request: tiling, counts, split indices */
@@ -263,6 +290,37 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
   {
     model m;
     model_build(&m, L, batch, P);
+    /* the contiguous model's score, with the same per-segment cost as above */
+    int64_t m_max = 0;
+    int32_t m_split = 0;
+    for (int32_t i = 0; i < batch; ++i) m_split += m.ns[i + 1] - m.ns[i] > 1;
+    for (int32_t p = 0; p < P; ++p) {
+      const int32_t *row = m.meta + (size_t)p * FMLA_META_SIZE;
+      if (row[0] >= batch) continue;
+      int64_t c = 0;
+      for (int32_t i = row[0]; i <= row[2]; ++i)
+        c += (i == row[2] ? row[3] : nblocks(L[i])) - (i == row[0] ? row[1] : 0) + OVH;
+      if (c > m_max) m_max = c;
+    }
+    /* a schedule that is not the contiguous model's is the packed one (params.h) */
+    if (!packed) packed = memcmp(m.ns, ns, sizeof(int32_t) * (size_t)(batch + 1)) != 0;
+    for (int32_t p = 0; p < P && !packed; ++p) {
+      const int32_t *a = meta + (size_t)p * FMLA_META_SIZE, *b = m.meta + (size_t)p * FMLA_META_SIZE;
+      packed = b[0] >= batch ? a[0] < batch : memcmp(a, b, sizeof(int32_t) * FMLA_META_SIZE) != 0;
+    }
+    if (packed) {
+      CHECK(batch >= P && batch <= FMLA_PACK_SCHED_MAX_BATCH, "%s b=%d P=%d: packed order outside the packed mode's range", what,
+            batch, P);
+      CHECK(FMLA_PACK_SPLIT_WEIGHT * max_cost + nsplit_req < FMLA_PACK_SPLIT_WEIGHT * m_max + m_split,
+            "%s b=%d P=%d: packed schedule (largest part %lld, %d split) does not score better than the contiguous one "
+            "(%lld, %d)", what, batch, P, (long long)max_cost, nsplit_req, (long long)m_max, m_split);
+      ++g_packed;
+      model_free(&m);
+      goto after_model;
+    }
+    CHECK(cost_ok_c, "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part_c,
+          (long long)bad_cost, (long long)bound, (long long)Q, (long long)W, ns[batch] > batch ? "split" : "no request split");
+    (void)ns_plain;
     int same_ns = memcmp(m.ns, ns, sizeof(int32_t) * (size_t)(batch + 1)) == 0;
     CHECK(same_ns, "%s b=%d P=%d: num_splits differs from the params.h model (total %d vs %d)", what, batch, P, ns[batch],
           m.ns[batch]);
@@ -284,6 +342,7 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
     }
     model_free(&m);
   }
+after_model:
 
   /* negative lengths schedule like 0 */
   {
@@ -296,13 +355,16 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
       int32_t *ns2 = malloc(sizeof(int32_t) * ((size_t)batch + 1));
       const flash_mla_status_t st2 = flash_mla_get_metadata_host(L2, batch, P, meta2, ns2);
       CHECK(st2 == FLASH_MLA_SUCCESS && memcmp(meta2, meta, sizeof(int32_t) * (size_t)P * FMLA_META_SIZE) == 0 &&
-                memcmp(ns2, ns, sizeof(int32_t) * ((size_t)batch + 1)) == 0,
+                memcmp(ns2, ns_plain, sizeof(int32_t) * ((size_t)batch + 1)) == 0,
             "%s b=%d P=%d: negative lengths do not schedule like 0", what, batch, P);
       free(L2);
       free(meta2);
       free(ns2);
     }
   }
+  ns = (int32_t *)ns_plain;
+  free(sl);
+  free(reqat);
 done:
   free(meta);
   free(ns);
@@ -311,13 +373,18 @@ done:
 /* ---------------------------------------------------------------------------------------------
  * Hand-computed cases (OVH = 5, 64 keys per n-block)
  * ------------------------------------------------------------------------------------------- */
-static void expect_exact(const char *name, const int32_t *L, int32_t batch, int32_t P, const int32_t (*rows)[5],
-                         const int32_t *want_ns) {
+static void expect_exact_order(const char *name, const int32_t *L, int32_t batch, int32_t P, const int32_t (*rows)[5],
+                               const int32_t *want_ns, const int32_t *want_order) {
   int32_t meta[16 * FMLA_META_SIZE], ns[17];
   const flash_mla_status_t st = flash_mla_get_metadata_host(L, batch, P, meta, ns);
   CHECK(st == FLASH_MLA_SUCCESS, "%s: status %d", name, (int)st);
   if (st != FLASH_MLA_SUCCESS) return;
-  for (int32_t i = 0; i <= batch; ++i) CHECK(ns[i] == want_ns[i], "%s: num_splits[%d] = %d, want %d", name, i, ns[i], want_ns[i]);
+  for (int32_t i = 0; i <= batch; ++i)
+    CHECK(fmla_ns_slot(ns, batch, i) == want_ns[i], "%s: num_splits[%d] slot %d, want %d", name, i, fmla_ns_slot(ns, batch, i),
+          want_ns[i]);
+  for (int32_t i = 0; i < batch; ++i)
+    CHECK(fmla_ns_req(ns, batch, i) == (want_order ? want_order[i] : i), "%s: position %d holds request %d", name, i,
+          fmla_ns_req(ns, batch, i));
   for (int32_t p = 0; p < P; ++p) {
     const int32_t *r = meta + p * FMLA_META_SIZE;
     if (rows[p][0] < 0) { /* expected empty */
@@ -331,6 +398,11 @@ static void expect_exact(const char *name, const int32_t *L, int32_t batch, int3
   check_one(L, batch, P, name);
 }
 
+static void expect_exact(const char *name, const int32_t *L, int32_t batch, int32_t P, const int32_t (*rows)[5],
+                         const int32_t *want_ns) {
+  expect_exact_order(name, L, batch, P, rows, want_ns, NULL);
+}
+
 static void hand_cases(void) {
   { /* one request, one part: W = 15 */
     const int32_t L[] = {640};
@@ -339,18 +411,29 @@ static void hand_cases(void) {
     expect_exact("hand1", L, 1, 1, rows, ns);
   }
   { /* nb = {20, 0}: W = 30, Q = 15; boundary 15 is block 10 of request 0. No-split mode would
-     * put everything in part 1: cost 30 > Q + OVH + COMBINE = 24, so split. */
+     * put everything in part 1: cost 30 > Q + OVH + COMBINE = 24, so split: part costs (every
+     * segment + OVH) 15 and 10 + 5 + 5 = 20, 1 split, score 5 * 20 + 1 = 101. The packed schedule
+     * (batch >= P) beats it: sorted {0, 1}; T = Q + 2 = 17: part 0 takes request 1 (cost 5), then
+     * 17 - 5 - 5 = 7 blocks of request 0; the last part its 13 others: costs 17 and 18, score 91
+     * (d = 0: 15 / 20, 101; d = 1: 16 / 19, 96; d = 3 and up: no better than 91). */
     const int32_t L[] = {1280, 0};
-    const int32_t rows[][5] = {{0, 0, 0, 10, 0}, {0, 10, 1, 0, 1}};
-    const int32_t ns[] = {0, 2, 3};
-    expect_exact("hand2", L, 2, 2, rows, ns);
+    const int32_t rows[][5] = {{0, 0, 1, 7, 0}, {1, 7, 1, 20, 1}};
+    const int32_t ns[] = {0, 2, 3}, order[] = {1, 0};
+    expect_exact_order("hand2", L, 2, 2, rows, ns, order);
   }
-  { /* nb = {2, 0}: W = 12, Q = 6; boundary 6 is block 1 of request 0, but no-split mode (both
-     * requests in part 1, cost 12 <= 6 + 5 + 4) wins */
+  { /* nb = {2, 0}: W = 12, Q = 6. Contiguous: no-split mode (both requests in part 1, cost 12 <=
+     * 6 + 5 + 4), score 60. Packed, T = 6: part 0 takes request 1 (cost 5, 1 left: no piece), the
+     * last part request 0 (cost 7): score 35. */
     const int32_t L[] = {128, 0};
-    const int32_t rows[][5] = {{-1}, {0, 0, 1, 0, 0}};
-    const int32_t ns[] = {0, 1, 2};
-    expect_exact("hand2n", L, 2, 2, rows, ns);
+    const int32_t rows[][5] = {{0, 0, 0, 0, 0}, {1, 0, 1, 2, 0}};
+    const int32_t ns[] = {0, 1, 2}, order[] = {1, 0};
+    expect_exact_order("hand2n", L, 2, 2, rows, ns, order);
+  }
+  { /* the same two requests on three parts (batch < P): the contiguous schedule, as before */
+    const int32_t L[] = {1280, 0};
+    const int32_t rows[][5] = {{0, 0, 0, 5, 0}, {0, 5, 0, 15, 1}, {0, 15, 1, 0, 2}};
+    const int32_t ns[] = {0, 3, 4};
+    expect_exact("hand2c", L, 2, 3, rows, ns);
   }
   { /* four equal requests on five parts (the tp shape: b a little below the SM count): nb = 10,
      * cost 15, W = 60, Q = 12. Split mode would cut requests 0-2 (boundaries 12, 24, 36 at blocks
@@ -467,6 +550,13 @@ static void fill_lengths(tu_rng *r, int32_t *L, int32_t batch, int kind) {
       case 4: L[i] = tu_uniform(r) < 0.5 ? 0 : (int32_t)tu_range(r, 1, 4096); break;
       case 5: L[i] = i == 0 ? 200000 : (int32_t)tu_range(r, 0, 64); break;        /* one long, many tiny */
       case 6: L[i] = 4096; break;                                                  /* uniform batch */
+      case 8: { /* the benchmark's varlen: normal(4096, 2048), at least 1 */
+        const double u1 = tu_uniform(r) + 1e-12, u2 = tu_uniform(r);
+        const double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        const double v = 4096.0 + 2048.0 * z;
+        L[i] = v < 1.0 ? 1 : (int32_t)v;
+        break;
+      }
       default: { /* lengths near n-block edges */
         static const int32_t edge[] = {0, 1, 63, 64, 65, 127, 128, 129, 320, 640, 200000};
         L[i] = edge[tu_range(r, 0, (int64_t)(sizeof edge / sizeof edge[0]) - 1)];
@@ -490,6 +580,16 @@ int main(void) {
     snprintf(what, sizeof what, "random %d (kind %d)", t, kind);
     for (int pi = 0; pi < 6; ++pi) check_one(L, batch, parts[pi], what);
   }
+  /* the packed schedule's range (P <= batch <= FMLA_PACK_SCHED_MAX_BATCH) */
+  static const int32_t pbatch[] = {2, 33, 66, 67, 100, 128, 131, 132, 200, 256, 257};
+  for (int t = 0; t < 6; ++t)
+    for (size_t bi = 0; bi < sizeof pbatch / sizeof pbatch[0]; ++bi)
+      for (int kind = 1; kind <= 8; ++kind) {
+        fill_lengths(&r, L, pbatch[bi], kind);
+        snprintf(what, sizeof what, "pack range %d (kind %d)", t, kind);
+        for (int pi = 0; pi < 6; ++pi) check_one(L, pbatch[bi], parts[pi], what);
+        if (pbatch[bi] >= 33) check_one(L, pbatch[bi], 33, what);
+      }
   /* every small batch size against every small part count */
   for (int32_t batch = 1; batch <= 12; ++batch)
     for (int32_t P = 1; P <= 40; ++P)
@@ -499,6 +599,7 @@ int main(void) {
         check_one(L, batch, P, what);
       }
   free(L);
-  fprintf(stderr, "test_sched: %ld schedules, %ld segments, %ld empty parts\n", g_cases, g_segments, g_empty_parts);
+  fprintf(stderr, "test_sched: %ld schedules (%ld packed), %ld segments, %ld empty parts\n", g_cases, g_packed, g_segments,
+          g_empty_parts);
   return tu_summary();
 }

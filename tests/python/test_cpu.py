@@ -199,6 +199,20 @@ def test_deterministic():
 # ---------------------------------------------------------------------------------------------
 # Scheduler metadata
 # ---------------------------------------------------------------------------------------------
+PACK_MAX_BATCH, PACK_SHIFT = 1024, 16  # src/params.h
+
+
+def decode_num_splits(raw):
+    """num_splits as src/params.h lays it out: (slot base per request, b + 1 entries; the request at
+    each position of the part order, b entries). Batches up to PACK_MAX_BATCH keep the order in the
+    high bits."""
+    b = len(raw) - 1
+    if b > PACK_MAX_BATCH:
+        return raw, list(range(b))
+    mask = (1 << PACK_SHIFT) - 1
+    return [x & mask for x in raw], [x >> PACK_SHIFT for x in raw[:b]]
+
+
 def metadata_segments(meta, splits, lens, parts):
     """Decode the layout of src/params.h and check it: every n-block of every request covered once,
     in order; every request (also one without keys) has num_splits[i+1] - num_splits[i] segments,
@@ -207,7 +221,9 @@ def metadata_segments(meta, splits, lens, parts):
     assert meta.dtype == torch.int32 and splits.dtype == torch.int32
     assert meta.shape == (parts, 8) and splits.shape == (b + 1,)
     m = meta.tolist()
-    ns = splits.tolist()
+    raw = splits.tolist()
+    ns, order = decode_num_splits(raw)
+    assert sorted(order) == list(range(b)), "the part order in num_splits is not a permutation"
     assert ns[0] == 0 and all(ns[i] <= ns[i + 1] for i in range(b)) and ns[b] <= b + parts
     nb = [-(-x // 64) if x > 0 else 0 for x in lens]
     seen = [[] for _ in range(b)]  # (split index, lo, hi) per request
@@ -217,11 +233,12 @@ def metadata_segments(meta, splits, lens, parts):
         if br >= b:
             continue
         assert 0 <= br <= er < b, row
-        for i in range(br, er + 1):
-            lo = bblk if i == br else 0
-            hi = eblk if i == er else nb[i]
+        for pos in range(br, er + 1):  # positions of the part order; order[pos] is the request
+            i = order[pos]
+            lo = bblk if pos == br else 0
+            hi = eblk if pos == er else nb[i]
             assert 0 <= lo <= hi <= nb[i], (row, i, lo, hi, nb[i])
-            seen[i].append((bsplit if i == br else 0, lo, hi))
+            seen[i].append((bsplit if pos == br else 0, lo, hi))
     for i in range(b):
         segs = sorted(seen[i])
         assert [s for s, _, _ in segs] == list(range(len(segs))), "request %d: split indices %s" % (i, segs)
@@ -292,7 +309,8 @@ def test_metadata_no_split_mode(b, L, rows, expect_split):
     meta, splits = flash_mla.get_mla_metadata(torch.tensor(lens, dtype=torch.int32), rows, 1)
     parts = meta.shape[0]
     check_metadata(meta, splits, lens, parts)
-    per = (splits[1:] - splits[:-1]).tolist()
+    slots = decode_num_splits(splits.tolist())[0]
+    per = [slots[i + 1] - slots[i] for i in range(b)]
     assert (max(per) > 1) == expect_split, (b, L, rows, parts, max(per))
     if not expect_split:  # longest part: whole requests, within Q + OVH + COMBINE units of the bound
         nb = -(-L // 64)

@@ -572,7 +572,7 @@ def test_workspace_reuse_across_shapes_and_streams(kernel):
 
 
 @cuda_only
-@pytest.mark.parametrize("b", [1, 2, 1000, 65536])
+@pytest.mark.parametrize("b", [1, 2, 128, 256, 1000, 65536])
 def test_metadata_gpu_equals_host(b):
     rng = torch.Generator().manual_seed(b)
     lens = torch.randint(0, 10000, (b,), generator=rng, dtype=torch.int32)
@@ -613,10 +613,29 @@ def test_decode_no_split_mode(kernel):
         lens = [L] * 128
         pool = Pool(lens, 64, 1, torch.bfloat16, gen)
         meta = flash_mla.get_mla_metadata(pool.L, s_q * h_q, 1)
-        split = int((meta[1][1:] - meta[1][:-1]).max()) > 1
+        slots = meta[1] & 0xFFFF  # src/params.h: slot bases in the low bits for b <= 1024
+        split = int((slots[1:] - slots[:-1]).max()) > 1
         q = torch.randn(128, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
         check_case(q, pool, True, kernel, "b=128 s_q=%d h_q=%d L=%d (%s)" % (s_q, h_q, L, "split" if split else "no split"),
                    failures)
+    assert_no_failures(failures, 3)
+
+
+def test_decode_packed_schedule(kernel):
+    """Varied lengths with b >= the part count: the scheduler's packed mode (params.h) orders the
+    requests by size and splits few; results against the reference, every request, s_q 1 and 2."""
+    gen = torch.Generator(device=DEV).manual_seed(21)
+    rng = random.Random(21)
+    failures = []
+    for b, s_q, h_q in [(128, 1, 128), (100, 2, 128), (200, 1, 64)]:
+        lens = [max(1, int(rng.normalvariate(600, 300))) for _ in range(b)]
+        lens[3] = 0  # a request with no key, somewhere in the order
+        pool = Pool(lens, 64, 1, torch.bfloat16, gen)
+        meta = flash_mla.get_mla_metadata(pool.L, s_q * h_q, 1)
+        order = (meta[1][:b] >> 16).tolist()
+        q = torch.randn(b, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        what = "b=%d s_q=%d h_q=%d (%s order)" % (b, s_q, h_q, "packed" if order != list(range(b)) else "identity")
+        check_case(q, pool, s_q > 1, kernel, what, failures)
     assert_no_failures(failures, 3)
 
 

@@ -45,18 +45,26 @@ def case_graph(idx):
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    return c, lens, data, meta, g
+    return c, lens, data, meta, splits, g
 
 
-def segments(meta_row, lens, batch, page_cap):
+def part_order(splits, batch):
+    """The request at each position of the part order (src/params.h: num_splits' high bits for
+    batch <= 1024, else the identity)."""
+    ns = splits.tolist()
+    return [x >> 16 for x in ns[:batch]] if batch <= 1024 else list(range(batch))
+
+
+def segments(meta_row, lens, batch, page_cap, order):
     """(lo, hi) block ranges of a part's segments, as sm90_get_segment computes them."""
     out = []
     b0, lo0, e0, hi0 = meta_row[0], meta_row[1], meta_row[2], meta_row[3]
-    for i in range(b0, min(e0, batch - 1) + 1):
+    for pos in range(b0, min(e0, batch - 1) + 1):
+        i = order[pos]
         L = max(0, min(lens[i], page_cap))
         nb = -(-L // 64)
-        lo = lo0 if i == b0 else 0
-        hi = hi0 if i == e0 else nb
+        lo = lo0 if pos == b0 else 0
+        hi = hi0 if pos == e0 else nb
         hi = min(hi, nb)
         lo = min(max(lo, 0), hi)
         out.append((lo, hi))
@@ -64,7 +72,8 @@ def segments(meta_row, lens, batch, page_cap):
 
 
 def run(idx, profile):
-    c, lens, data, meta, g = case_graph(idx)
+    c, lens, data, meta, splits, g = case_graph(idx)
+    order = part_order(splits, c["b"])
     rows = c["s_q"] * c["h_q"] // c["h_kv"]
     timer = bench.Timer(torch)
     us = timer.median_us([g.replay], warmup=3, iters=30)
@@ -113,7 +122,7 @@ def run(idx, profile):
     seg_fit = []  # (n-blocks, body clocks) of every segment, for the per-segment intercept
     for b_, t in enumerate(ctas):
         z = b_ // (mb * c["h_kv"])
-        segs = segments(mrows[z], lens, c["b"], cap)
+        segs = segments(mrows[z], lens, c["b"], cap, order)
         nseg = t[4]
         assert nseg == len(segs), (b_, nseg, len(segs))
         agg["prologue"].append(t[8] - t[1] if nseg else 0)

@@ -17,7 +17,7 @@ from ab_libs import replay_windows  # noqa: E402
 
 idx = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 secs = float(sys.argv[2]) if len(sys.argv) > 2 else 3.0
-c, _, _, _, g = case_graph(idx)
+c, _, _, _, _, g = case_graph(idx)
 smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active",
                         "--format=csv,noheader", "-lms", "250"], stdout=subprocess.PIPE, text=True)
 time.sleep(0.6)

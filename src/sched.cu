@@ -21,12 +21,19 @@
  *
  * Build/check alone: nvcc -std=c++17 -O3 -Xptxas -v -Iinclude -c src/sched.cu
  */
+#include <atomic>
+
 #include <cuda_runtime.h>
 
 #include "params.h"
 #include "sched_math.h"
 
 #define SCHED_THREADS 1024
+/* per packed-schedule candidate in dynamic shared memory: P <= 256 rows of FMLA_META_SIZE, then
+ * order [256] and pieces [256] */
+#define SCHED_PACK_ROWS_INTS (FMLA_PACK_SCHED_MAX_BATCH * FMLA_META_SIZE)
+#define SCHED_PACK_BUF_INTS (SCHED_PACK_ROWS_INTS + 2 * FMLA_PACK_SCHED_MAX_BATCH)
+#define SCHED_PACK_SMEM (FMLA_PACK_DELTAS * SCHED_PACK_BUF_INTS * 4)
 
 /* Inclusive block-wide scan of an int64 over SCHED_THREADS threads; returns the inclusive value
  * and stores the block total in *total. `warp_buf` holds 32 partial sums. */
@@ -53,6 +60,124 @@ static __device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_
   return v;
 }
 
+/* fmla_pack_run (sched_math.h) run by one whole warp: the same schedule, but each "largest unused
+ * request that fits" is one warp-wide min over the lanes' sorted positions (lane l holds positions
+ * l, l + 32, ...) instead of a binary search and a union-find walk by one thread: ~8x less latency
+ * per pick. Every lane computes the same scalars; lane 0 writes (when meta != NULL). Kept equal to
+ * the host's fmla_pack_run by tests/python/test_gpu.py (metadata GPU == host). */
+#define PACK_PER_LANE ((FMLA_PACK_SCHED_MAX_BATCH + 31) / 32)
+/* Smallest unused sorted position, over the warp, whose request fits in `room` n-block units (any
+ * unused one when room < 0); *nb = its n-blocks, and it is marked taken. 0x7fffffff when none.
+ * The lane's fitting positions as a bit mask (independent compares), its lowest bit the lane's
+ * candidate, then one warp-wide min. */
+static __device__ __forceinline__ int32_t pack_pick(const int32_t *nbs, const int32_t *nbv, uint32_t *unused, int64_t room,
+                                                    int32_t *nb) {
+  const int lane = threadIdx.x & 31;
+  /* n-blocks + OVH <= room, in int32: n-blocks < 2^26, room clamped */
+  const int32_t lim = room < 0 ? 0x7fffffff : (int32_t)(room > 0x7fffffffll ? 0x7fffffffll : room) - FMLA_SPLIT_OVERHEAD;
+  uint32_t fit = 0;
+#pragma unroll
+  for (int j = 0; j < PACK_PER_LANE; ++j) fit |= (uint32_t)(nbv[j] <= lim) << j;
+  fit &= *unused;
+  const int32_t cand = fit ? lane + 32 * (__ffs(fit) - 1) : 0x7fffffff;
+  const int32_t k = __reduce_min_sync(0xffffffffu, cand);
+  if (k != 0x7fffffff) {
+    *nb = nbs[k];
+    if ((k & 31) == lane) *unused &= ~(1u << (k >> 5));
+  }
+  return k;
+}
+
+static __device__ int64_t pack_run_warp(const int32_t *nbs, const int32_t *srt, int32_t batch, int32_t P, int64_t T,
+                                        int32_t *nsplit, int32_t *meta, int32_t *order, int32_t *pieces) {
+  const int lane = threadIdx.x & 31;
+  int32_t nbv[PACK_PER_LANE];
+  uint32_t unused = 0; /* bit j: sorted position lane + 32 j not taken yet */
+#pragma unroll
+  for (int j = 0; j < PACK_PER_LANE; ++j) {
+    const int k = lane + 32 * j;
+    nbv[j] = k < batch ? nbs[k] : 0;
+    if (k < batch) unused |= 1u << j;
+  }
+  int32_t pos = 0, carry = -1, carry_nb = 0, carry_lo = 0, carry_piece = 0, ns = 0;
+  int64_t maxc = 0;
+  for (int32_t p = 0; p < P; ++p) {
+    const int last = p == P - 1;
+    int64_t room = T, cost = 0;
+    int32_t b_pos = pos, b_blk = 0, b_split = 0, e_pos = -1, e_blk = 0;
+    int done = 0;
+    if (carry >= 0) {
+      const int32_t rem = carry_nb - carry_lo;
+      b_blk = carry_lo;
+      b_split = carry_piece;
+      if ((int64_t)rem + FMLA_SPLIT_OVERHEAD <= room || last) {
+        cost += rem + FMLA_SPLIT_OVERHEAD;
+        room -= rem + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = carry_nb;
+        if (pieces && lane == 0) pieces[srt[carry]] = carry_piece + 1;
+        ++pos;
+        carry = -1;
+      } else {
+        const int32_t take = (int32_t)(room - FMLA_SPLIT_OVERHEAD);
+        cost += take + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = carry_lo + take;
+        carry_lo += take;
+        ++carry_piece;
+        done = 1;
+      }
+    }
+    while (!done) {
+      int32_t nb = 0;
+      const int32_t k = pack_pick(nbs, nbv, &unused, last ? -1 : room, &nb);
+      if (k == 0x7fffffff) break;
+      if (lane == 0 && order) {
+        order[pos] = srt[k];
+        pieces[srt[k]] = 1;
+      }
+      cost += nb + FMLA_SPLIT_OVERHEAD;
+      room -= nb + FMLA_SPLIT_OVERHEAD;
+      e_pos = pos;
+      e_blk = nb;
+      ++pos;
+    }
+    if (!done && !last && room - FMLA_SPLIT_OVERHEAD >= FMLA_PACK_MIN_PIECE) {
+      int32_t nb = 0;
+      const int32_t k = pack_pick(nbs, nbv, &unused, -1, &nb); /* the largest unused request: it does not fit whole */
+      if (k != 0x7fffffff) {
+        const int32_t take = (int32_t)(room - FMLA_SPLIT_OVERHEAD);
+        if (lane == 0 && order) order[pos] = srt[k];
+        cost += take + FMLA_SPLIT_OVERHEAD;
+        e_pos = pos;
+        e_blk = take;
+        carry = k;
+        carry_nb = nb;
+        carry_lo = take;
+        carry_piece = 1;
+        ++ns;
+      }
+    }
+    maxc = cost > maxc ? cost : maxc;
+    if (meta && lane == 0) {
+      int32_t *row = meta + (size_t)p * FMLA_META_SIZE;
+      for (int j = 0; j < FMLA_META_SIZE; ++j) row[j] = 0;
+      if (e_pos < 0) {
+        row[0] = batch;
+        row[2] = -1;
+      } else {
+        row[0] = b_pos;
+        row[1] = b_blk;
+        row[2] = e_pos;
+        row[3] = e_blk;
+        row[4] = b_split;
+      }
+    }
+  }
+  *nsplit = ns;
+  return maxc;
+}
+
 __global__ void __launch_bounds__(SCHED_THREADS, 1)
 fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, int32_t P,
                      int32_t *__restrict__ meta, int32_t *__restrict__ num_splits) {
@@ -63,9 +188,10 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
   __shared__ int nsplit_c;
   /* packed schedule (batch <= FMLA_PACK_SCHED_MAX_BATCH): sorted requests, per-capacity scratch */
   __shared__ int32_t srt[FMLA_PACK_SCHED_MAX_BATCH], nbs[FMLA_PACK_SCHED_MAX_BATCH];
-  __shared__ int32_t order[FMLA_PACK_SCHED_MAX_BATCH], pieces[FMLA_PACK_SCHED_MAX_BATCH];
-  __shared__ int32_t nxt[FMLA_PACK_DELTAS][FMLA_PACK_SCHED_MAX_BATCH + 1];
+  __shared__ int32_t nbr[FMLA_PACK_SCHED_MAX_BATCH];
   __shared__ long long score[FMLA_PACK_DELTAS];
+  /* dynamic: per capacity d, the schedule as fmla_pack_run writes it (rows, order, pieces) */
+  extern __shared__ int32_t pack_buf[];
   const int tid = threadIdx.x;
   const int enc = batch <= FMLA_PACK_MAX_BATCH; /* order bits in num_splits (params.h) */
 
@@ -125,36 +251,40 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
    * contiguous schedule's score; the best is written by thread 0 and the kernel ends there. */
   if (fmla_pack_eligible(batch, P)) {
     if (tid == 0) max_c = 0;
-    for (int32_t i = tid; i < batch; i += SCHED_THREADS) {
-      const int32_t r = fmla_pack_rank(cache_seqlens, batch, i);
+    for (int32_t i = tid; i < batch; i += SCHED_THREADS) nbr[i] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]);
+    __syncthreads();
+    for (int32_t i = tid; i < batch; i += SCHED_THREADS) { /* rank: fmla_pack_rank on the n-blocks */
+      const int32_t ni = nbr[i];
+      int32_t r = 0;
+      for (int32_t j = 0; j < batch; ++j) r += nbr[j] > ni || (nbr[j] == ni && j < i);
       srt[r] = i;
-      nbs[r] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]);
+      nbs[r] = ni;
     }
     __syncthreads();
     for (int32_t p = tid; p < P; p += SCHED_THREADS)
       atomicMax(&max_c, (unsigned long long)fmla_sched_part_cost(p, Q, W, pcum[p], pcum[p + 1], nosplit));
-    if ((tid & 31) == 0 && (tid >> 5) < FMLA_PACK_DELTAS) {
+    if ((tid >> 5) < FMLA_PACK_DELTAS) { /* warp d tries capacity Q + d, writing its own copy */
       const int d = tid >> 5;
+      int32_t *buf = pack_buf + (size_t)d * SCHED_PACK_BUF_INTS;
       int32_t ns = 0;
-      const int64_t c = fmla_pack_run(nbs, srt, batch, P, Q + d, nxt[d], &ns, NULL, NULL, NULL);
-      score[d] = (long long)fmla_pack_score(c, ns);
+      const int64_t c = pack_run_warp(nbs, srt, batch, P, Q + d, &ns, buf, buf + SCHED_PACK_ROWS_INTS,
+                                      buf + SCHED_PACK_ROWS_INTS + FMLA_PACK_SCHED_MAX_BATCH);
+      if ((tid & 31) == 0) score[d] = (long long)fmla_pack_score(c, ns);
     }
     __syncthreads();
     int best_d = -1;
     long long best = (long long)fmla_pack_score((int64_t)max_c, nosplit ? 0 : nsplit_c);
     for (int d = 0; d < FMLA_PACK_DELTAS; ++d)
       if (score[d] < best) best = score[d], best_d = d;
-    if (best_d >= 0) {
-      if (tid == 0) {
-        int32_t ns = 0;
-        fmla_pack_run(nbs, srt, batch, P, Q + best_d, nxt[0], &ns, meta, order, pieces);
-        int32_t slot = 0;
-        for (int32_t i = 0; i < batch; ++i) {
-          num_splits[i] = slot | (order[i] << FMLA_PACK_SHIFT);
-          slot += pieces[i];
-        }
-        num_splits[batch] = slot;
-      }
+    if (best_d >= 0) { /* the packed schedule of capacity Q + best_d: rows, then num_splits */
+      const int32_t *buf = pack_buf + (size_t)best_d * SCHED_PACK_BUF_INTS;
+      const int32_t *order = buf + SCHED_PACK_ROWS_INTS, *pieces = order + FMLA_PACK_SCHED_MAX_BATCH;
+      for (int32_t k = tid; k < P * FMLA_META_SIZE; k += SCHED_THREADS) meta[k] = buf[k];
+      const int64_t v = tid < batch ? pieces[tid] : 0; /* batch <= 256 < SCHED_THREADS: one chunk */
+      int64_t total;
+      const int64_t slot = block_inclusive_scan(v, warp_buf, &total) - v;
+      if (tid < batch) num_splits[tid] = (int32_t)slot | (order[tid] << FMLA_PACK_SHIFT);
+      if (tid == 0) num_splits[batch] = (int32_t)total;
       return;
     }
   }
@@ -175,8 +305,23 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
 
 extern "C" flash_mla_status_t fmla_launch_metadata(const int32_t *cache_seqlens, int32_t batch, int32_t num_sm_parts,
                                                    int32_t *meta, int32_t *num_splits, void *stream) {
-  fmla_metadata_kernel<<<1, SCHED_THREADS, 0, (cudaStream_t)stream>>>(cache_seqlens, batch, num_sm_parts, meta,
-                                                                      num_splits);
+  /* The packed candidates' shared memory (80 KB) is past the 48 KB default: set once per device (a
+   * bit per device; devices >= 64 every time). Only launches that try the packed schedule need it. */
+  static std::atomic<unsigned long long> attr_set(0);
+  const int pack = fmla_pack_eligible(batch, num_sm_parts);
+  if (pack) {
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    const unsigned long long bit = e == cudaSuccess && dev < 64 ? 1ull << dev : 0ull;
+    if (e == cudaSuccess && !(bit && (attr_set.load(std::memory_order_acquire) & bit))) {
+      e = cudaFuncSetAttribute(fmla_metadata_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SCHED_PACK_SMEM);
+      if (e == cudaSuccess) attr_set.fetch_or(bit, std::memory_order_acq_rel);
+    }
+    if (e != cudaSuccess)
+      return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_get_metadata: shared memory attribute: %s", cudaGetErrorString(e));
+  }
+  fmla_metadata_kernel<<<1, SCHED_THREADS, pack ? SCHED_PACK_SMEM : 0, (cudaStream_t)stream>>>(cache_seqlens, batch,
+                                                                                               num_sm_parts, meta, num_splits);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     return fmla_set_error(FLASH_MLA_ERROR_CUDA, "flash_mla_get_metadata: launch failed: %s", cudaGetErrorString(e));

@@ -34,6 +34,11 @@
 #define SCHED_PACK_ROWS_INTS (FMLA_PACK_SCHED_MAX_BATCH * FMLA_META_SIZE)
 #define SCHED_PACK_BUF_INTS (SCHED_PACK_ROWS_INTS + 2 * FMLA_PACK_SCHED_MAX_BATCH)
 #define SCHED_PACK_SMEM (FMLA_PACK_DELTAS * SCHED_PACK_BUF_INTS * 4)
+static_assert(FMLA_PACK_SCHED_MAX_BATCH <= FMLA_PACK_MAX_BATCH, "the packed order needs num_splits' order bits");
+static_assert(FMLA_PACK_SCHED_MAX_BATCH <= 32 * 32, "a lane's unused-position mask is 32 bits");
+static_assert(FMLA_PACK_DELTAS * 32 <= SCHED_THREADS, "one warp per capacity tried");
+static_assert(FMLA_PACK_SCHED_MAX_BATCH <= SCHED_THREADS, "num_splits of the packed schedule: one scan chunk");
+static_assert(SCHED_PACK_SMEM + 48 * 1024 <= 227 * 1024, "metadata kernel shared memory");
 
 /* Inclusive block-wide scan of an int64 over SCHED_THREADS threads; returns the inclusive value
  * and stores the block total in *total. `warp_buf` holds 32 partial sums. */

@@ -105,7 +105,9 @@ FMLA_SCHED_HD void fmla_sched_part_row(int32_t p, int32_t P, int64_t Q, int64_t 
  * request keeps one position (the end of one part, the start of the next). */
 #define FMLA_PACK_MIN_PIECE 4
 #define FMLA_PACK_DELTAS 8     /* capacities tried: T = Q + d, d = 0 .. FMLA_PACK_DELTAS - 1 */
+#ifndef FMLA_PACK_SPLIT_WEIGHT /* overridable only for scheduler experiments */
 #define FMLA_PACK_SPLIT_WEIGHT 5 /* schedules compare by 5 * (largest part cost) + split requests */
+#endif
 #define FMLA_PACK_SCHED_MAX_BATCH 256 /* the packed schedule is tried for P <= batch <= this */
 
 /* The packed schedule is tried when each part gets at least one request on average and the

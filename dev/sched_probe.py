@@ -56,9 +56,12 @@ def host_metadata(lib, lens, parts):
     return meta.cuda(), ns.cuda()
 
 
-def longest_part(meta, lens):
+def longest_part(meta, lens, splits):
+    """Largest part in n-blocks; rows index positions of the part order (src/params.h)."""
     nb = [(x + 63) // 64 for x in lens]
-    return max(sum((r[3] if i == r[2] else nb[i]) - (r[1] if i == r[0] else 0) for i in range(r[0], r[2] + 1))
+    ns = splits.cpu().tolist()
+    order = [x >> 16 for x in ns[:len(lens)]] if len(lens) <= 1024 else list(range(len(lens)))
+    return max(sum((r[3] if k == r[2] else nb[order[k]]) - (r[1] if k == r[0] else 0) for k in range(r[0], r[2] + 1))
                for r in meta.tolist() if r[0] < len(lens))
 
 
@@ -77,7 +80,8 @@ def time_metadata_variants(torch, fm, timer, c, data, metas, rounds, kernel):
         o, _ = fm.flash_mla_with_kvcache(data.qs[0], data.kvs[0], data.block_table, data.L, bench.DV, meta, splits,
                                          causal=c["causal"], kernel=kernel)
         ref = o.float() if ref is None else ref
-        nsplit = int(((splits[1:] - splits[:-1]).cpu() > 1).sum())
+        slots = splits.cpu() & 0xFFFF if splits.shape[0] - 1 <= 1024 else splits.cpu()  # src/params.h encoding
+        nsplit = int(((slots[1:] - slots[:-1]) > 1).sum())
         out[v] = (statistics.median(times[v]), times[v], (o.float() - ref).abs().max().item(), nsplit)
     return out
 
@@ -114,7 +118,7 @@ def main():
             metas["%d:%d" % v] = host_metadata(libs[v], lens, default_parts)
         res = time_metadata_variants(torch, fm, timer, c, data, metas, args.rounds, args.kernel)
         cells = ["%s (%d parts, %d split, longest %d blocks): %.1f us [%s] d=%.2g" % (
-            v, metas[v][0].shape[0], res[v][3], longest_part(metas[v][0].cpu(), lens), res[v][0],
+            v, metas[v][0].shape[0], res[v][3], longest_part(metas[v][0].cpu(), lens, metas[v][1]), res[v][0],
             " ".join("%.1f" % t for t in res[v][1]), res[v][2]) for v in metas]
         print("case %d %s b=%d s_q=%d s_k=%d h_q=%d: %s" % (idx, c["set"], c["b"], c["s_q"], c["s_k"], c["h_q"],
                                                           "; ".join(cells)), flush=True)

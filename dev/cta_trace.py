@@ -167,6 +167,19 @@ def run(idx, profile):
             print(f"  body per segment ~ {slope:.0f} clk/block x n-blocks + {my - slope * mx:.0f} clk"
                   f" ({len(seg_fit)} segments, n-blocks {min(xs)}..{max(xs)}); per segment median: Q wait"
                   f" {statistics.median(f[2] for f in seg_fit):.0f}, epilogue {statistics.median(f[3] for f in seg_fit):.0f}")
+    # per CTA: total ~ a * n-blocks + b * segments + c (least squares): what the scheduler's cost model
+    # should charge; the residual is what no static schedule sees (per-block speed of the CTA)
+    X = [[float(agg["blocks"][k]), float(agg["segs"][k]), 1.0] for k in range(ncta)]
+    A = [[sum(x[i] * x[j] for x in X) for j in range(3)] for i in range(3)]
+    y = [sum(x[i] * tot[k] for k, x in enumerate(X)) for i in range(3)]
+    try:
+        sol = torch.linalg.solve(torch.tensor(A, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)).tolist()
+        res = [tot[k] - sum(a * b for a, b in zip(sol, X[k])) for k in range(ncta)]
+        print(f"  per CTA total ~ {sol[0]:.0f} clk x n-blocks + {sol[1]:.0f} clk x segments + {sol[2]:.0f}"
+              f" (a segment = {sol[1] / sol[0]:.2f} n-blocks); residual p10 {pct(res, .1):.0f}, p90 {pct(res, .9):.0f},"
+              f" max {max(res):.0f} clk")
+    except RuntimeError:
+        pass
     # the slowest CTA
     w = max(range(ncta), key=lambda k: tot[k])
     print(f"  slowest CTA {w}: total {tot[w]}, blocks {agg['blocks'][w]}, segments {agg['segs'][w]},"

@@ -75,11 +75,12 @@ static __device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_
  * unused one when room < 0); *nb = its n-blocks, and it is marked taken. 0x7fffffff when none.
  * The lane's fitting positions as a bit mask (independent compares), its lowest bit the lane's
  * candidate, then one warp-wide min. */
-static __device__ __forceinline__ int32_t pack_pick(const int32_t *nbs, const int32_t *nbv, uint32_t *unused, int64_t room,
+template <typename I> /* the units' integer: int32_t when the whole schedule's units fit (fewer instructions), else int64_t */
+static __device__ __forceinline__ int32_t pack_pick(const int32_t *nbs, const int32_t *nbv, uint32_t *unused, I room,
                                                     int32_t *nb) {
   const int lane = threadIdx.x & 31;
   /* n-blocks + OVH <= room, in int32: n-blocks < 2^26, room clamped */
-  const int32_t lim = room < 0 ? 0x7fffffff : (int32_t)(room > 0x7fffffffll ? 0x7fffffffll : room) - FMLA_SPLIT_OVERHEAD;
+  const int32_t lim = room < 0 ? 0x7fffffff : (int32_t)(room > (I)0x7fffffff ? (I)0x7fffffff : room) - FMLA_SPLIT_OVERHEAD;
   uint32_t fit = 0;
 #pragma unroll
   for (int j = 0; j < PACK_PER_LANE; ++j) fit |= (uint32_t)(nbv[j] <= lim) << j;
@@ -93,8 +94,9 @@ static __device__ __forceinline__ int32_t pack_pick(const int32_t *nbs, const in
   return k;
 }
 
-static __device__ int64_t pack_run_warp(const int32_t *nbs, const int32_t *srt, int32_t batch, int32_t P, int64_t T,
-                                        int32_t *nsplit, int32_t *meta, int32_t *order, int32_t *pieces) {
+template <typename I>
+static __device__ I pack_run_warp(const int32_t *nbs, const int32_t *srt, int32_t batch, int32_t P, I T, int32_t *nsplit,
+                                  int32_t *meta, int32_t *order, int32_t *pieces) {
   const int lane = threadIdx.x & 31;
   int32_t nbv[PACK_PER_LANE];
   uint32_t unused = 0; /* bit j: sorted position lane + 32 j not taken yet */
@@ -105,17 +107,17 @@ static __device__ int64_t pack_run_warp(const int32_t *nbs, const int32_t *srt, 
     if (k < batch) unused |= 1u << j;
   }
   int32_t pos = 0, carry = -1, carry_nb = 0, carry_lo = 0, carry_piece = 0, ns = 0;
-  int64_t maxc = 0;
+  I maxc = 0;
   for (int32_t p = 0; p < P; ++p) {
     const int last = p == P - 1;
-    int64_t room = T, cost = 0;
+    I room = T, cost = 0;
     int32_t b_pos = pos, b_blk = 0, b_split = 0, e_pos = -1, e_blk = 0;
     int done = 0;
     if (carry >= 0) {
       const int32_t rem = carry_nb - carry_lo;
       b_blk = carry_lo;
       b_split = carry_piece;
-      if ((int64_t)rem + FMLA_SPLIT_OVERHEAD <= room || last) {
+      if ((I)rem + FMLA_SPLIT_OVERHEAD <= room || last) {
         cost += rem + FMLA_SPLIT_OVERHEAD;
         room -= rem + FMLA_SPLIT_OVERHEAD;
         e_pos = pos;
@@ -135,7 +137,7 @@ static __device__ int64_t pack_run_warp(const int32_t *nbs, const int32_t *srt, 
     }
     while (!done) {
       int32_t nb = 0;
-      const int32_t k = pack_pick(nbs, nbv, &unused, last ? -1 : room, &nb);
+      const int32_t k = pack_pick<I>(nbs, nbv, &unused, last ? (I)-1 : room, &nb);
       if (k == 0x7fffffff) break;
       if (lane == 0 && order) {
         order[pos] = srt[k];
@@ -149,7 +151,7 @@ static __device__ int64_t pack_run_warp(const int32_t *nbs, const int32_t *srt, 
     }
     if (!done && !last && room - FMLA_SPLIT_OVERHEAD >= FMLA_PACK_MIN_PIECE) {
       int32_t nb = 0;
-      const int32_t k = pack_pick(nbs, nbv, &unused, -1, &nb); /* the largest unused request: it does not fit whole */
+      const int32_t k = pack_pick<I>(nbs, nbv, &unused, (I)-1, &nb); /* the largest unused request: it does not fit whole */
       if (k != 0x7fffffff) {
         const int32_t take = (int32_t)(room - FMLA_SPLIT_OVERHEAD);
         if (lane == 0 && order) order[pos] = srt[k];
@@ -272,8 +274,11 @@ fmla_metadata_kernel(const int32_t *__restrict__ cache_seqlens, int32_t batch, i
       const int d = tid >> 5;
       int32_t *buf = pack_buf + (size_t)d * SCHED_PACK_BUF_INTS;
       int32_t ns = 0;
-      const int64_t c = pack_run_warp(nbs, srt, batch, P, Q + d, &ns, buf, buf + SCHED_PACK_ROWS_INTS,
-                                      buf + SCHED_PACK_ROWS_INTS + FMLA_PACK_SCHED_MAX_BATCH);
+      int32_t *order_d = buf + SCHED_PACK_ROWS_INTS, *pieces_d = order_d + FMLA_PACK_SCHED_MAX_BATCH;
+      /* every part cost is at most W + (P - 1) * OVH + P * d units: int32 when that fits */
+      const int64_t c = W + (int64_t)P * (FMLA_SPLIT_OVERHEAD + FMLA_PACK_DELTAS) < 0x40000000ll
+                            ? (int64_t)pack_run_warp<int32_t>(nbs, srt, batch, P, (int32_t)(Q + d), &ns, buf, order_d, pieces_d)
+                            : pack_run_warp<int64_t>(nbs, srt, batch, P, Q + d, &ns, buf, order_d, pieces_d);
       if ((tid & 31) == 0) score[d] = (long long)fmla_pack_score(c, ns);
     }
     __syncthreads();

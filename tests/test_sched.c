@@ -590,6 +590,13 @@ int main(void) {
         for (int pi = 0; pi < 6; ++pi) check_one(L, pbatch[bi], parts[pi], what);
         if (pbatch[bi] >= 33) check_one(L, pbatch[bi], 33, what);
       }
+  /* both sides of the num_splits encoding switch (order bits for b <= FMLA_PACK_MAX_BATCH) */
+  for (int32_t batch = FMLA_PACK_MAX_BATCH - 1; batch <= FMLA_PACK_MAX_BATCH + 1; ++batch)
+    for (int kind = 1; kind <= 8; ++kind) {
+      fill_lengths(&r, L, batch, kind);
+      snprintf(what, sizeof what, "encoding edge (kind %d)", kind);
+      for (int pi = 0; pi < 6; ++pi) check_one(L, batch, parts[pi], what);
+    }
   /* every small batch size against every small part count */
   for (int32_t batch = 1; batch <= 12; ++batch)
     for (int32_t P = 1; P <= 40; ++P)

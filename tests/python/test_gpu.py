@@ -639,6 +639,20 @@ def test_decode_packed_schedule(kernel):
     assert_no_failures(failures, 3)
 
 
+def test_decode_num_splits_encoding_edge(kernel):
+    """b = 1024 keeps the part order in num_splits' high bits, b = 1025 does not (params.h): both
+    against the reference, on short requests (some empty)."""
+    gen = torch.Generator(device=DEV).manual_seed(23)
+    rng = random.Random(23)
+    failures = []
+    for b in (1024, 1025):
+        lens = [0 if rng.random() < 0.1 else rng.randint(1, 200) for _ in range(b)]
+        pool = Pool(lens, 64, 1, torch.bfloat16, gen)
+        q = torch.randn(b, 1, 64, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        check_case(q, pool, False, kernel, "b=%d s_q=1 h_q=64 short requests" % b, failures)
+    assert_no_failures(failures, 3)
+
+
 def test_sched_meta_form(kernel):
     pool, q = _graph_inputs(seed=12, b=6, s_k=300)
     meta = flash_mla.get_mla_metadata(pool.L, q.shape[1] * q.shape[2], 1)

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.5): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.9): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -14,7 +14,8 @@
  *   WG2 producer  one thread issues every TMA copy; setmaxnreg.dec to 40 registers.
  *   WG0, WG1      consumers; setmaxnreg.inc to 232 registers.
  * A CTA owns one 64-row M tile of one KV head and walks the segments (request i, n-blocks
- * [lo, hi)) of its part. Per segment the producer loads the Q tile (64 x 576, 9 TMA boxes of a 5-D
+ * [lo, hi)) of its part, positions of the part order (params.h; v6.9: the scheduler may order the
+ * requests by length, and position -> request comes from num_splits through fmla_ns_req). Per segment the producer loads the Q tile (64 x 576, 9 TMA boxes of a 5-D
  * map, padding rows zero-filled by TMA) as soon as every consumer warp is past the previous
  * segment's last S (q_free), so it lands under that segment's last PVs and epilogue (v6.1; group
  * counts TMA cannot box fall back to a cp.async copy by the consumers). The epilogue stores 16

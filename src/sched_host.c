@@ -81,10 +81,11 @@ flash_mla_status_t flash_mla_get_metadata_host(const int32_t *cache_seqlens, int
       return fmla_set_error(FLASH_MLA_ERROR_INTERNAL, "flash_mla_get_metadata_host: out of host memory");
     }
     int32_t *srt = buf, *nbs = buf + batch, *order = buf + 2 * batch, *pieces = buf + 3 * batch, *nxt = buf + 4 * batch;
+    for (int32_t i = 0; i < batch; ++i) order[i] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]); /* n-blocks, for now */
     for (int32_t i = 0; i < batch; ++i) {
-      const int32_t r = fmla_pack_rank(cache_seqlens, batch, i);
+      const int32_t r = fmla_pack_rank(order, batch, i);
       srt[r] = i;
-      nbs[r] = (int32_t)fmla_sched_nblocks(cache_seqlens[i]);
+      nbs[r] = order[i];
     }
     int64_t best = fmla_pack_score(maxc_c, nsplit_c);
     int32_t best_d = -1;

@@ -111,21 +111,34 @@ FMLA_SCHED_HD void fmla_sched_part_row(int32_t p, int32_t P, int64_t Q, int64_t 
 #define FMLA_PACK_SCHED_MAX_BATCH 256 /* the packed schedule is tried for P <= batch <= this */
 
 /* The packed schedule is tried when each part gets at least one request on average and the
- * sequential greedy stays cheap (one GPU thread per capacity tried). */
+ * sequential greedy stays cheap (one GPU warp per capacity tried, ~260 dependent picks at b = 128). */
 FMLA_SCHED_HD int fmla_pack_eligible(int32_t batch, int32_t P) {
   return P >= 2 && batch >= P && batch <= FMLA_PACK_SCHED_MAX_BATCH;
 }
 
-/* Sorted position of request i: n-blocks descending, then index ascending (a total order, so the
- * GPU's parallel ranks and the host's agree). */
-FMLA_SCHED_HD int32_t fmla_pack_rank(const int32_t *cache_seqlens, int32_t batch, int32_t i) {
-  const int64_t ni = fmla_sched_nblocks(cache_seqlens[i]);
+/* Sorted position of request i, nb[j] = n-blocks of request j: n-blocks descending, then index
+ * ascending (a total order, so the GPU's parallel ranks and the host's agree). */
+FMLA_SCHED_HD int32_t fmla_pack_rank(const int32_t *nb, int32_t batch, int32_t i) {
+  const int32_t ni = nb[i];
   int32_t r = 0;
-  for (int32_t j = 0; j < batch; ++j) {
-    const int64_t nj = fmla_sched_nblocks(cache_seqlens[j]);
-    r += nj > ni || (nj == ni && j < i);
-  }
+  for (int32_t j = 0; j < batch; ++j) r += nb[j] > ni || (nb[j] == ni && j < i);
   return r;
+}
+
+/* Metadata row of a packed part: e_pos < 0 when the part got nothing. */
+FMLA_SCHED_HD void fmla_pack_write_row(int32_t *row, int32_t batch, int32_t b_pos, int32_t b_blk, int32_t e_pos,
+                                       int32_t e_blk, int32_t b_split) {
+  for (int j = 0; j < FMLA_META_SIZE; ++j) row[j] = 0;
+  if (e_pos < 0) {
+    row[0] = batch;
+    row[2] = -1;
+  } else {
+    row[0] = b_pos;
+    row[1] = b_blk;
+    row[2] = e_pos;
+    row[3] = e_blk;
+    row[4] = b_split;
+  }
 }
 
 /* Unused sorted position at or after k (nxt[batch] == batch is the sentinel); path halving. */
@@ -212,20 +225,7 @@ FMLA_SCHED_HD int64_t fmla_pack_run(const int32_t *nbs, const int32_t *srt, int3
       }
     }
     maxc = cost > maxc ? cost : maxc;
-    if (meta) {
-      int32_t *row = meta + (size_t)p * FMLA_META_SIZE;
-      for (int j = 0; j < FMLA_META_SIZE; ++j) row[j] = 0;
-      if (e_pos < 0) { /* nothing for this part */
-        row[0] = batch;
-        row[2] = -1;
-      } else {
-        row[0] = b_pos;
-        row[1] = b_blk;
-        row[2] = e_pos;
-        row[3] = e_blk;
-        row[4] = b_split;
-      }
-    }
+    if (meta) fmla_pack_write_row(meta + (size_t)p * FMLA_META_SIZE, batch, b_pos, b_blk, e_pos, e_blk, b_split);
   }
   *nsplit = ns;
   return maxc;

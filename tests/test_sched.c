@@ -189,7 +189,7 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
     goto done;
   }
   CHECK(batch > FMLA_PACK_MAX_BATCH || ns[batch] == sl[batch], "%s b=%d P=%d: num_splits[batch] has order bits", what, batch, P);
-  const int32_t *ns_plain = ns; /* raw entries, for the model comparison below */
+  const int32_t *ns_plain = ns; /* the raw entries (negative-length check below; freed at the end) */
   ns = sl;
   CHECK(ns[0] == 0, "%s b=%d P=%d: num_splits[0] = %d", what, batch, P, ns[0]);
   int mono = 1;
@@ -246,7 +246,6 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
   CHECK(rows_ok, "%s b=%d P=%d: malformed metadata row of part %d", what, batch, P, bad_part);
   /* The contiguous schedule's bound; a packed schedule is only taken when it scores better than the
    * contiguous one (checked against the model below), whatever its largest part. */
-  const int cost_ok_c = cost_ok; /* checked with the model below, for the contiguous schedule */
   g_segments += (long)n;
 
   /* per request: tiling, counts, split indices */
@@ -318,9 +317,8 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
       model_free(&m);
       goto after_model;
     }
-    CHECK(cost_ok_c, "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part_c,
+    CHECK(cost_ok, /* the contiguous schedule's bound (a packed one is checked by score above) */ "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part_c,
           (long long)bad_cost, (long long)bound, (long long)Q, (long long)W, ns[batch] > batch ? "split" : "no request split");
-    (void)ns_plain;
     int same_ns = memcmp(m.ns, ns, sizeof(int32_t) * (size_t)(batch + 1)) == 0;
     CHECK(same_ns, "%s b=%d P=%d: num_splits differs from the params.h model (total %d vs %d)", what, batch, P, ns[batch],
           m.ns[batch]);

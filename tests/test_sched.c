@@ -317,7 +317,8 @@ static void check_one(const int32_t *L, int32_t batch, int32_t P, const char *wh
       model_free(&m);
       goto after_model;
     }
-    CHECK(cost_ok, /* the contiguous schedule's bound (a packed one is checked by score above) */ "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part_c,
+    /* the contiguous schedule's bound (a packed one is checked by its score above) */
+    CHECK(cost_ok, "%s b=%d P=%d: part %d costs %lld > %lld (Q=%lld, W=%lld, %s)", what, batch, P, bad_part_c,
           (long long)bad_cost, (long long)bound, (long long)Q, (long long)W, ns[batch] > batch ? "split" : "no request split");
     int same_ns = memcmp(m.ns, ns, sizeof(int32_t) * (size_t)(batch + 1)) == 0;
     CHECK(same_ns, "%s b=%d P=%d: num_splits differs from the params.h model (total %d vs %d)", what, batch, P, ns[batch],

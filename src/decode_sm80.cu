@@ -402,8 +402,11 @@ __global__ void __launch_bounds__(D80_THREADS, 1) fmla_decode_sm80_kernel(const 
     const int col0 = kh * 256 + 2 * (lane & 3);
     /* read here, not at the segment start, to keep them out of the registers of the tile loop */
     const int split = first ? meta_ld(p, 4) : 0;
-    const int slot0 = fmla_ns_slot(p.num_splits, p.batch, req);
-    const int nsplits = fmla_ns_slot(p.num_splits, p.batch, req + 1) - slot0;
+    /* the request again (an L1 hit) rather than `req` kept live across the tile loop: that one
+     * register more made ptxas spill 4 bytes in the sm_80 build of the unmasked kernel */
+    const int req_o = fmla_ns_req(p.num_splits, p.batch, pos);
+    const int slot0 = fmla_ns_slot(p.num_splits, p.batch, req_o);
+    const int nsplits = fmla_ns_slot(p.num_splits, p.batch, req_o + 1) - slot0;
     const bool unsplit = nsplits <= 1;
     if (!unsplit && (split < 0 || split >= nsplits)) continue; /* inconsistent metadata: write nothing */
 #pragma unroll
@@ -415,12 +418,12 @@ __global__ void __launch_bounds__(D80_THREADS, 1) fmla_decode_sm80_kernel(const 
       if (unsplit) {
         const int t = R / ngroups, h = hk * ngroups + (R - t * ngroups);
         char *op = (char *)p.out +
-                   ((int64_t)req * p.out_batch_stride + (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride + col0) * 2;
+                   ((int64_t)req_o * p.out_batch_stride + (int64_t)t * p.out_seq_stride + (int64_t)h * p.out_head_stride + col0) * 2;
 #pragma unroll
         for (int n = 0; n < 32; ++n)
           *(uint32_t *)(op + n * 16) = pack2<IS_FP16>(o[n][2 * hh] * inv, o[n][2 * hh + 1] * inv);
         if (kh == 0 && (lane & 3) == 0)
-          p.lse[((int64_t)req * p.num_heads_q + h) * s_q + t] = fmla_final_lse(m_row[hh] * D80_LN2, l);
+          p.lse[((int64_t)req_o * p.num_heads_q + h) * s_q + t] = fmla_final_lse(m_row[hh] * D80_LN2, l);
       } else {
         const int64_t idx = ((int64_t)(slot0 + split) * p.num_heads_k + hk) * rows + R;
         float *ob = p.o_accum + idx * FMLA_HEAD_DIM_V + col0;

@@ -164,12 +164,12 @@ def available_kernels(torch, fm, dtype):
 
 
 class CaseData:
-    def __init__(self, torch, c, lens, dtype, copies, seed):
+    def __init__(self, torch, c, lens, dtype, copies, seed, page=PAGE):
         dev = DEVICE
         gen = torch.Generator(device=dev)
         gen.manual_seed(seed)
         b, s_q, h_q, h_kv = c["b"], c["s_q"], c["h_q"], c["h_kv"]
-        max_blocks = max(1, -(-max(lens) // PAGE))
+        max_blocks = max(1, -(-max(lens) // page))
         blocks = b * max_blocks
         self.L = torch.tensor(lens, dtype=torch.int32, device=dev)
         perm = torch.randperm(blocks, device=dev, generator=gen)
@@ -177,7 +177,7 @@ class CaseData:
         self.qs, self.kvs = [], []
         for _ in range(copies):
             self.qs.append(fill_randn_(torch, torch.empty(b, s_q, h_q, D, dtype=dtype, device=dev), gen))
-            self.kvs.append(fill_randn_(torch, torch.empty(blocks, PAGE, h_kv, D, dtype=dtype, device=dev), gen))
+            self.kvs.append(fill_randn_(torch, torch.empty(blocks, page, h_kv, D, dtype=dtype, device=dev), gen))
         self.meta, self.splits = None, None
 
 
@@ -220,6 +220,9 @@ def main(argv=None):
     ap.add_argument("--roofline", metavar="FILE", help="write a roofline plot (PNG, needs matplotlib)")
     ap.add_argument("--repeat-case", type=int, metavar="N", help="time case N (0-based, of the selected cases) again at the end")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    ap.add_argument("--page-size", type=int, default=PAGE, metavar="P",
+                    help="KV cache page size (default 64, FlashMLA's only one; --compare then still compares "
+                    "with the anchor's page-64 times)")
     ap.add_argument("--no-rotate", action="store_true", help="skip the L2-rotated timing of cases that fit in L2")
     ap.add_argument("--cases", default=CASES_FILE, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -232,6 +235,9 @@ def main(argv=None):
     if not torch.cuda.is_available():
         print("no CUDA GPU found: the benchmark needs one")
         return 2
+    if args.page_size < 1:
+        print("--page-size %d: must be at least 1" % args.page_size)
+        return 1
     fm = import_flash_mla()
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     sets = [s.strip() for s in args.set.split(",") if s.strip()]
@@ -271,6 +277,8 @@ def main(argv=None):
           % (ceil["copy_GBps"], ceil["bf16_gemm_TFLOPs"], ceil["graph_floor_us"]))
     if anchor:
         print("anchor: %s (%s), ceilings %s" % (args.compare, anchor.get("device"), anchor.get("ceilings_same_run")))
+    if args.page_size != PAGE:
+        print("page size %d%s" % (args.page_size, " (the anchor's times are FlashMLA's at page 64, the only size it takes)" if anchor else ""))
 
     # ---- table ----
     head = "%-8s %4s %3s %6s %4s %-6s | %8s %8s %7s %7s %6s %6s" % (
@@ -294,7 +302,7 @@ def main(argv=None):
         rotate = (not args.no_rotate) and nbytes < l2
         copies = max(2, math.ceil(2 * l2 / max(nbytes, 1)) + 1) if rotate else 1
         copies = min(copies, 128)
-        data = CaseData(torch, c, lens, dtype, copies, seed + idx)
+        data = CaseData(torch, c, lens, dtype, copies, seed + idx, args.page_size)
         data.meta, data.splits = fm.get_mla_metadata(data.L, c["s_q"] * c["h_q"] // c["h_kv"], c["h_kv"])
         per_kernel = {}
         for k in ks:
@@ -411,8 +419,10 @@ def main(argv=None):
         )
         method["ceilings"] = "copy: 1 GiB device-to-device copy, bytes read + written; GEMM: 8192^3 bf16 torch.matmul; median of 10"
         method["kernels"] = kernels
+        method["page_size"] = args.page_size
         out = {
-            "what": "flash_mla %s (this repository), bench/bench.py --kernel %s, %s" % (fm.__version__, args.kernel, args.dtype),
+            "what": "flash_mla %s (this repository), bench/bench.py --kernel %s, %s, page %d" % (
+                fm.__version__, args.kernel, args.dtype, args.page_size),
             "device": name,
             "ceilings_same_run": ceil,
             "method": method,

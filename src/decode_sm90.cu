@@ -109,7 +109,10 @@
  *   [2][2]), flag, 44 mbarriers; total 231,320 + 1,024 alignment slack = 232,344 of 232,448 (227 KB).
  *
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
- * 64-key tile). Others return FLASH_MLA_ERROR_UNSUPPORTED_DEVICE (api.c falls back).
+ * 64-key tile) by TMA; every other size (v6.10; e.g. 1, 8, 48, 96) in gather mode: a single-CTA
+ * instance of this kernel (kGather) whose 128 producer-warpgroup threads copy the key rows with
+ * cp.async (sm90_gather_block); the consumers are the same code. Before v6.10 those sizes fell
+ * back to the portable kernel.
  *
  * Build/check just this file:
  *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_90a,code=sm_90a \
@@ -162,6 +165,10 @@
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
 #endif
+#ifndef FMLA_SM90_GATHER_LAG /* gather mode: tiles a producer thread keeps in flight before it waits (1..9) */
+#define FMLA_SM90_GATHER_LAG 4
+#endif
+static_assert(FMLA_SM90_GATHER_LAG >= 1 && FMLA_SM90_GATHER_LAG <= 9, "FMLA_SM90_GATHER_LAG: 1..9");
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -403,6 +410,66 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
         }
     }
   }
+}
+
+/* ---- producer, gather mode (v6.10): page sizes TMA cannot box (not 16, 32 or a multiple of 64,
+ * e.g. 1) ----
+ * All 128 threads of the producer warpgroup copy n-block n's 64 key rows with 16-byte cp.async:
+ * thread wt takes the 16-byte chunk c = wt & 7 of each 128-byte tile row, rows r = (wt >> 3) + 16k
+ * (k = 0..3), into the same swizzled tile image the TMA path writes (each warp instruction reads four
+ * whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
+ * zero-filled without a read: a zero K and V row scores 0 and adds no value, the reference's
+ * semantics for bad pages, so the bad-page mask stays 0; block-table entries past L are never read.
+ * A tile is full when all 128 threads have arrived (count 128), each once its own copies of the
+ * tile have landed (cp.async.wait_group) and after a proxy fence (the consumers read tiles with
+ * wgmma, the async proxy; the same writer-side pattern as P_A / P_B). Two tiles stay in flight
+ * per thread before it waits, and a block is drained before the next one's first empty wait, so
+ * no thread waits on a consumer while it holds copies those consumers need. */
+static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
+                                                         int stage, uint32_t use, uint32_t kbase, uint32_t full,
+                                                         uint32_t empty, int wt) {
+  const int page = p.page_size;
+  const int c = wt & 7, r0 = wt >> 3;
+  const char *kc = (const char *)p.k_cache;
+  const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
+  const char *src[4];
+  uint32_t nbytes[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int key = n * FMLA_BLOCK_N + r0 + 16 * k;
+    src[k] = kc;
+    nbytes[k] = 0;
+    if (key < L) {
+      const int pidx = key / page;
+      const int id = bt[pidx];
+      if ((unsigned)id < (unsigned)p.num_blocks) {
+        src[k] = kc + 2 * ((int64_t)id * p.k_block_stride + (int64_t)(key - pidx * page) * p.k_token_stride +
+                           (int64_t)hk * p.k_head_stride) + 16 * c;
+        nbytes[k] = 16;
+      }
+    }
+  }
+  const uint32_t empty_parity = (use & 1) ^ 1;
+  const uint32_t swz = (uint32_t)((c ^ (r0 & 7)) << 4); /* r & 7 == r0 & 7 for every k */
+#pragma unroll 1
+  for (int j = 0; j < SM90_NTILES; ++j) {
+    const int t = sm90_tile_order(stage, j);
+    mbar_wait(empty + t * 8, empty_parity, 'E');
+    const uint32_t dst = kbase + t * SM90_TILE_BYTES + r0 * 128 + swz;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) cp_async_cg_16_zfill(dst + 16 * 128 * k, src[k] + t * 128, nbytes[k]);
+    cp_async_commit_group();
+    if (j >= FMLA_SM90_GATHER_LAG) {
+      cp_async_wait_group<FMLA_SM90_GATHER_LAG>(); /* tile j - LAG's copies have landed */
+      fence_proxy_async_shared_cta();
+      mbarrier_arrive(full + sm90_tile_order(stage, j - FMLA_SM90_GATHER_LAG) * 8);
+    }
+  }
+  cp_async_wait_all();
+  fence_proxy_async_shared_cta();
+#pragma unroll 1
+  for (int j = SM90_NTILES > FMLA_SM90_GATHER_LAG ? SM90_NTILES - FMLA_SM90_GATHER_LAG : 0; j < SM90_NTILES; ++j)
+    mbarrier_arrive(full + sm90_tile_order(stage, j) * 8);
 }
 
 /* The bad-page mask of stage `stage` at use `use`: one slot per stage, or in a 2-CTA cluster one per
@@ -1170,13 +1237,51 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   }
 }
 
+/* Gather mode (single-CTA kernel only): the 128 producer-warpgroup threads walk the part like
+ * sm90_producer and gather each n-block (sm90_gather_block); thread 0 also loads each segment's Q
+ * tile by TMA, exactly as sm90_producer does. */
+static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_params &p, const CUtensorMap *qmap,
+                                                            int q_tma, uint8_t *smem, int wt) {
+  const int hk = blockIdx.y;
+  const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
+  const uint32_t sbase = smem_u32(smem);
+  const uint32_t sK = sbase + SM90_OFF_K, full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
+  uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
+  for (int pos = meta[0]; pos <= __ldg(meta + 2) && pos < p.batch; ++pos) {
+    const int i = fmla_ns_req(p.num_splits, p.batch, pos);
+    const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
+    if (q_tma && seg.lo < seg.hi && wt == 0) {
+      if (nq) mbar_wait(sbase + SM90_OFF_Q_FREE, (nq - 1) & 1, 'q');
+      ++nq;
+      const uint32_t qf = sbase + SM90_OFF_Q_FULL;
+      mbarrier_arrive_expect_tx(qf, SM90_STAGE_BYTES);
+      const int r0 = blockIdx.x * 64;
+      const int ng = p.ngroups;
+      const int g0 = ng >= 64 ? r0 % ng : 0, t0 = r0 / ng;
+      const uint64_t policy = createpolicy_fractional_l2_evict_normal();
+#pragma unroll 1
+      for (int t = 0; t < SM90_NTILES; ++t)
+        cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
+    }
+    for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
+      sm90_gather_block(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt);
+      if (n + 1 < seg.hi) {
+        sm90_gather_block(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+                          empty0 + SM90_NTILES * 8, wt);
+        ++pb;
+      }
+    }
+  }
+}
+
 #endif /* FMLA_SM90_DEVICE */
 
-template <int kFp16, int kMc>
+template <int kFp16, int kMc, int kGather = 0> /* kGather: page sizes TMA cannot box (single-CTA only) */
 __global__ void __launch_bounds__(SM90_THREADS, 1)
     fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k,
                             const __grid_constant__ CUtensorMap tmap_q, int q_tma) {
 #if FMLA_SM90_DEVICE
+  static_assert(!(kGather && kMc), "gather mode runs without clusters");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   /* 128-byte swizzle atoms must start on 1024-byte boundaries (descriptor base offset 0, TMA). */
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -1186,7 +1291,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 #endif
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem), rank = kMc ? cluster_ctarank() : 0u;
-    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, 1);
+    /* full: the producer's arrive.expect_tx, or in gather mode one arrival per producer-warpgroup thread */
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, kGather ? 128 : 1);
     /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs; in a
      * 2-CTA cluster the stage this CTA copies for both (stage = rank) counts both CTAs' warps */
     for (int t = 0; t < 2 * SM90_NTILES; ++t)
@@ -1222,7 +1328,10 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents();
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
-    if (threadIdx.x == SM90_CONSUMER_THREADS) sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
+    if (kGather)
+      sm90_producer_gather(p, &tmap_q, q_tma, smem, (int)threadIdx.x - SM90_CONSUMER_THREADS);
+    else if (threadIdx.x == SM90_CONSUMER_THREADS)
+      sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
     setmaxnreg_inc<232>();
     sm90_consumer<kFp16, kMc>(p, smem, q_tma);
@@ -1678,10 +1787,8 @@ static flash_mla_status_t sm90_check(const fmla_kernel_params *p, int *device) {
     return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
                           "flash_mla_decode: the Hopper kernel needs compute capability 9.0, device %d is %d.%d",
                           p->device, p->cc_major, p->cc_minor);
-  const int page = p->page_size;
-  if (!(page == 16 || page == 32 || (page > 0 && page % 64 == 0)))
-    return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
-                          "flash_mla_decode: the Hopper kernel supports page_size 16, 32 or a multiple of 64, got %d", page);
+  if (p->page_size < 1)
+    return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE, "flash_mla_decode: page_size %d", p->page_size);
   if (p->dtype != FLASH_MLA_DTYPE_BF16 && p->dtype != FLASH_MLA_DTYPE_FP16)
     return fmla_set_error(FLASH_MLA_ERROR_INVALID_DTYPE, "flash_mla_decode: dtype %d", p->dtype);
   if (((uintptr_t)p->k_cache & 15) || ((uintptr_t)p->q & 15) || (p->q_batch_stride & 7) || (p->q_seq_stride & 7) ||
@@ -1767,6 +1874,14 @@ static int sm90_max_clusters(int device) {
   return n;
 }
 
+/* Page sizes the K map can box (16, 32: 4 or 2 boxes per 64-key tile; multiples of 64: one) go by
+ * TMA; any other (e.g. 1) by the producer warpgroup's cp.async gather (sm90_gather_block), in the
+ * single-CTA 64-row kernel. */
+static int sm90_gather_mode(const fmla_kernel_params *p) {
+  const int page = p->page_size;
+  return !(page == 16 || page == 32 || page % 64 == 0);
+}
+
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0}, attr_set_mc{0};
@@ -1780,10 +1895,16 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   const dim3 grid((unsigned)p->num_m_blocks, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
   /* M tiles in pairs (2-CTA clusters, K read once per pair by multicast) when they pair up and the
    * clustered grid fits on the device at once */
-  if (FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 && p->num_blocks > 0 &&
+  const int gather = sm90_gather_mode(p);
+  if (FMLA_SM90_MCAST && !gather && p->num_m_blocks % 2 == 0 && p->num_blocks > 0 &&
       (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z)
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+  if (gather) {
+    static std::atomic<unsigned long long> attr_set_g{0};
+    return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 0, 1>, &attr_set_g, grid, SM90_THREADS, SM90_SMEM_BYTES,
+                              device, stream, "gather kernel", 1, *p, *map, qc.map, qc.ok);
+  }
   return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 0>, &attr_set, grid, SM90_THREADS, SM90_SMEM_BYTES, device,
                             stream, "kernel", 1, *p, *map, qc.map, qc.ok);
 }
@@ -1801,6 +1922,13 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
   flash_mla_status_t st = sm90_check(p, &device);
   if (st != FLASH_MLA_SUCCESS) return st;
   if (p->batch <= 0 || p->num_sm_parts <= 0 || p->num_m_blocks <= 0 || p->num_heads_k <= 0) return FLASH_MLA_SUCCESS;
+  /* Gather mode runs the 64-row kernel; at <= 32 rows per KV head it measured no faster than the
+   * portable kernel (H200, page 1: 0.90-1.05x), so those shapes are left to it (auto falls back). */
+  if (sm90_gather_mode(p) && p->rows <= 32)
+    return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
+                          "flash_mla_decode: page_size %d with %d query rows per KV head: the Hopper kernel takes "
+                          "page sizes other than 16, 32 and multiples of 64 only above 32 rows",
+                          p->page_size, p->rows);
   /* The K map depends only on the cache pointer, its shape, strides and dtype: a decode step's
    * layers reuse one cache, so keep the last map of this thread and skip the driver call. */
   static thread_local sm90_map_cache kc = {};

@@ -169,6 +169,12 @@ static __device__ __forceinline__ void cp_async_cg_16_zfill(uint32_t dst, const 
 static __device__ __forceinline__ void cp_async_commit_group(void) {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
+/* 9.7.9.22.5 cp.async.wait_group N: all but the N most recent committed groups of this thread
+ * have landed. */
+template <int N>
+static __device__ __forceinline__ void cp_async_wait_group(void) {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 /* 9.7.9.22.5 cp.async.wait_group 0: every committed copy of this thread has landed. */
 static __device__ __forceinline__ void cp_async_wait_all(void) {
   asm volatile("cp.async.wait_group 0;" ::: "memory");

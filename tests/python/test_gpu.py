@@ -6,7 +6,8 @@ on/off x bf16/fp16; page size 64; NaN in every page slot no sequence covers; blo
 past a sequence's last page = 2147480000; out and lse NaN-poisoned before every call (passed with
 out= / lse=); reference on the GPU with torch in float64 (see reference()), batched. One pytest test per
 (dtype, b, s_k) runs its 192 cases and reports every failing case. Plus: a batch of 128 with about
-half the sequences empty, page sizes 1/16/128, strided tensors, CUDA-graph capture (replay ==
+half the sequences empty, page sizes 1/3/16/48/96/128 (1, 3, 48 and 96 take the Hopper kernel's
+gather mode), strided tensors, CUDA-graph capture (replay ==
 eager bit for bit, also with the metadata captured), determinism, the GPU scheduler vs its host
 twin up to b = 65536, the FlashMLASchedMeta form, device checks.
 
@@ -195,8 +196,12 @@ def reference(q, kv, block_table, lens, L, causal, scale, budget=6 << 30):
         Lc = L[i0:i1].long()
         used = torch.arange(npg, device=dev)[None, :] * page < Lc[:, None]
         bt = torch.where(used, block_table[i0:i1, :npg].long(), torch.zeros((), dtype=torch.long, device=dev))
+        # a page id outside [0, num_blocks) inside L: its keys score 0 and carry a zero value row
+        page_ok = (bt >= 0) & (bt < kv.shape[0])
+        bt = torch.where(page_ok, bt, torch.zeros((), dtype=torch.long, device=dev))
         K = kv[bt].reshape(n, npg * page, h_kv, D)[:, :S].double()
         key_ok = torch.arange(S, device=dev)[None, :] < Lc[:, None]
+        key_ok &= page_ok.repeat_interleave(page, dim=1)[:, :S]
         K.masked_fill_(~key_ok[:, :, None, None], 0.0)
         qf = q[i0:i1].double().reshape(n, s_q, h_kv, g, D)
         sc = torch.einsum("bthgd,bshd->bhtgs", qf, K).mul_(scale)
@@ -388,7 +393,7 @@ def test_empty_segment_runs(kernel):
     assert_no_failures(failures, total)
 
 
-@pytest.mark.parametrize("page", [1, 16, 128])
+@pytest.mark.parametrize("page", [1, 3, 16, 48, 96, 128])
 def test_page_sizes(page, kernel):
     failures, total = [], 0
     gen = torch.Generator(device=DEV).manual_seed(page)
@@ -403,6 +408,28 @@ def test_page_sizes(page, kernel):
             q = torch.randn(b, s_q, h_q, D, dtype=DTYPES[dt], device=DEV, generator=gen).clamp_(-1, 1)
             check_case(q, pool, causal, kernel, desc(dt, b, s_q, s_k, h_q, h_kv, varlen, causal, page), failures)
             total += 1
+    assert_no_failures(failures, total)
+
+
+@pytest.mark.parametrize("page", [1, 3, 16, 64])
+def test_bad_page_ids_inside_length(page, kernel):
+    """Block-table entries inside L that are not page ids (-1, num_blocks, 2^31 - 1): their keys
+    score 0 with a zero value row, in every loader (gather: 1, 3; TMA boxes: 16, 64)."""
+    failures, total = [], 0
+    gen = torch.Generator(device=DEV).manual_seed(50 + page)
+    rng = random.Random(page)
+    for b, s_q, s_k, h_q, causal in ((3, 1, 300, 128, False), (2, 2, 700, 64, True), (4, 1, 150, 16, False)):
+        lens = gen_lens(b, s_k, s_q, True, seed=page * 7 + b)
+        pool = Pool(lens, page, 1, torch.bfloat16, gen)
+        nblk = pool.kv.shape[0]
+        for i, L in enumerate(lens):
+            npg = -(-L // page)
+            for col in rng.sample(range(npg), k=max(1, npg // 4)) if npg else []:
+                pool.block_table[i, col] = rng.choice([-1, nblk, 2147483647])
+        q = torch.randn(b, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
+        check_case(q, pool, causal, kernel, desc("bf16", b, s_q, s_k, h_q, 1, True, causal, page) + " bad page ids",
+                   failures)
+        total += 1
     assert_no_failures(failures, total)
 
 

@@ -1177,6 +1177,25 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
 #endif
 }
 
+/* The Q tile of (request i, KV head hk, this CTA's M tile) by TMA: 9 boxes of 64 columns x 64 rows,
+ * the rows as (group, position) with rows past s_q zero-filled by TMA (see sm90_make_q_map), once
+ * every consumer warp is past the previous segment's last S (q_free; nq = Q tiles loaded so far).
+ * kNormal: an evict-normal L2 policy made here (gather mode) instead of the caller's `policy`. */
+template <int kNormal>
+static __device__ __forceinline__ void sm90_produce_q(const fmla_kernel_params &p, const CUtensorMap *qmap,
+                                                      uint32_t sbase, int hk, int i, uint32_t nq, uint64_t policy) {
+  if (nq) mbar_wait(sbase + SM90_OFF_Q_FREE, (nq - 1) & 1, 'q');
+  const uint32_t qf = sbase + SM90_OFF_Q_FULL;
+  mbarrier_arrive_expect_tx(qf, SM90_STAGE_BYTES);
+  const int r0 = blockIdx.x * 64;
+  const int ng = p.ngroups;
+  const int g0 = ng >= 64 ? r0 % ng : 0, t0 = r0 / ng;
+  if (kNormal) policy = createpolicy_fractional_l2_evict_normal();
+#pragma unroll 1
+  for (int t = 0; t < SM90_NTILES; ++t)
+    cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
+}
+
 template <int kFp16, int kMc>
 static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p, const CUtensorMap *map,
                                                      const CUtensorMap *qmap, int q_tma, uint8_t *smem) {
@@ -1196,20 +1215,7 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   for (int pos = meta[0]; pos <= __ldg(meta + 2) && pos < p.batch; ++pos) {
     const int i = fmla_ns_req(p.num_splits, p.batch, pos); /* the request */
     const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
-    if (q_tma && seg.lo < seg.hi) {
-      /* Q tile of (request i, KV head hk, M tile): 9 boxes of 64 columns x 64 rows, the rows as
-       * (group, position) with rows past s_q zero-filled by TMA; see sm90_make_q_map. */
-      if (nq) mbar_wait(sbase + SM90_OFF_Q_FREE, (nq - 1) & 1, 'q');
-      ++nq;
-      const uint32_t qf = sbase + SM90_OFF_Q_FULL;
-      mbarrier_arrive_expect_tx(qf, SM90_STAGE_BYTES);
-      const int r0 = blockIdx.x * 64;
-      const int ng = p.ngroups;
-      const int g0 = ng >= 64 ? r0 % ng : 0, t0 = r0 / ng;
-#pragma unroll 1
-      for (int t = 0; t < SM90_NTILES; ++t)
-        cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
-    }
+    if (q_tma && seg.lo < seg.hi) sm90_produce_q<0>(p, qmap, sbase, hk, i, nq++, policy);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
       sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[sm90_zmask_idx<kMc>(0, k)], policy,
@@ -1250,19 +1256,7 @@ static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_pa
   for (int pos = meta[0]; pos <= __ldg(meta + 2) && pos < p.batch; ++pos) {
     const int i = fmla_ns_req(p.num_splits, p.batch, pos);
     const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
-    if (q_tma && seg.lo < seg.hi && wt == 0) {
-      if (nq) mbar_wait(sbase + SM90_OFF_Q_FREE, (nq - 1) & 1, 'q');
-      ++nq;
-      const uint32_t qf = sbase + SM90_OFF_Q_FULL;
-      mbarrier_arrive_expect_tx(qf, SM90_STAGE_BYTES);
-      const int r0 = blockIdx.x * 64;
-      const int ng = p.ngroups;
-      const int g0 = ng >= 64 ? r0 % ng : 0, t0 = r0 / ng;
-      const uint64_t policy = createpolicy_fractional_l2_evict_normal();
-#pragma unroll 1
-      for (int t = 0; t < SM90_NTILES; ++t)
-        cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
-    }
+    if (q_tma && seg.lo < seg.hi && wt == 0) sm90_produce_q<1>(p, qmap, sbase, hk, i, nq++, 0);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       sm90_gather_block(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt);
       if (n + 1 < seg.hi) {

@@ -11,7 +11,8 @@
  * lse_accum [slot, h_kv, rows] (-inf when the split saw no key); combine.cu merges the slots.
  *
  * Grid (num_m_blocks, h_kv, num_sm_parts), 384 threads = 3 warpgroups, 1 CTA per SM:
- *   WG2 producer  one thread issues every TMA copy; setmaxnreg.dec to 40 registers.
+ *   WG2 producer  one thread issues every TMA copy (gather mode, v6.10: all 128 threads copy K with
+ *                 cp.async); setmaxnreg.dec to 40 registers.
  *   WG0, WG1      consumers; setmaxnreg.inc to 232 registers.
  * A CTA owns one 64-row M tile of one KV head and walks the segments (request i, n-blocks
  * [lo, hi)) of its part, positions of the part order (params.h; v6.9: the scheduler may order the

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.9): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.10): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *

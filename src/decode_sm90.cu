@@ -423,9 +423,10 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
  * semantics for bad pages, so the bad-page mask stays 0; block-table entries past L are never read.
  * A tile is full when all 128 threads have arrived (count 128), each once its own copies of the
  * tile have landed (cp.async.wait_group) and after a proxy fence (the consumers read tiles with
- * wgmma, the async proxy; the same writer-side pattern as P_A / P_B). Two tiles stay in flight
- * per thread before it waits, and a block is drained before the next one's first empty wait, so
- * no thread waits on a consumer while it holds copies those consumers need. */
+ * wgmma, the async proxy; the same writer-side pattern as P_A / P_B). FMLA_SM90_GATHER_LAG tiles
+ * (4; measured against 2 and 9) stay in flight per thread before it waits, and a block is drained
+ * before the next one's first empty wait: freeing stage 0 for block n needs block n - 1's S_B, so a
+ * thread must not wait on an empty barrier while it holds arrivals of an earlier block. */
 static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
                                                          int stage, uint32_t use, uint32_t kbase, uint32_t full,
                                                          uint32_t empty, int wt) {

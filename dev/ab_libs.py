@@ -8,7 +8,7 @@ of a round always had the coolest GPU. For effects of 1-3%, prefer the clock64 t
 (dev/test_wgmma.cu trace), which counts SM clocks. Every library's output
 is compared with the first library's (max |diff|), so a broken variant cannot look fast.
 
-Usage: PYTHONPATH=python python3 dev/ab_libs.py LIB.so [LIB.so ...] [--cases 0,4,..] [--rounds 2]
+Usage: PYTHONPATH=python python3 dev/ab_libs.py LIB.so [LIB.so ...] [--cases 0,4,..] [--rounds 2] [--page-size P]
        (case indices into bench/cases.json; default: a mix of standard, tp and latency cases)
 """
 import argparse
@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--cases", default="0,1,4,5,13,26,27,33,35")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--kernel", default="hopper")
+    ap.add_argument("--page-size", type=int, default=bench.PAGE, metavar="P", help="KV cache page size (default 64)")
     ap.add_argument("--sustain", type=float, default=0.0, metavar="SECONDS",
                     help="instead of 30 replays: replay back to back for SECONDS (the GPU reaches its power cap), "
                          "time 0.2 s windows, report the median window of the last 3/4 and the energy per call "
@@ -126,13 +127,13 @@ def main():
     names = [os.path.basename(p) for p in args.libs]
     timer = bench.Timer(torch)
     print("libraries:", ", ".join(os.path.abspath(p) for p in args.libs))
-    print("empty graph %.1f us" % bench.graph_floor_us(torch, timer))
+    print("empty graph %.1f us, page size %d" % (bench.graph_floor_us(torch, timer), args.page_size))
     cases = bench.load_cases()
     print("%-4s %-8s %3s %2s %6s %4s %3s | %s" % ("idx", "set", "b", "sq", "s_k", "h_q", "cau", " | ".join("%-22s" % n for n in names)))
     for idx in [int(x) for x in args.cases.split(",")]:
         c = cases[idx]
         lens = bench.case_seqlens(c)
-        data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0)
+        data = bench.CaseData(torch, c, lens, torch.bfloat16, 1, 0, args.page_size)
         metas = []
         default_meta = flib.get_metadata
         for g in metafns:

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.10): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.11): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -112,8 +112,9 @@
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
  * 64-key tile) by TMA; every other size (v6.10; e.g. 1, 8, 48, 96) in gather mode: a single-CTA
  * instance of this kernel (kGather) whose 128 producer-warpgroup threads copy the key rows with
- * cp.async (sm90_gather_block); the consumers are the same code. Before v6.10 those sizes fell
- * back to the portable kernel.
+ * cp.async (sm90_gather_block); the consumers are the same code, plus (v6.11) a proxy fence after
+ * each K-tile wait, as the copies arrive on the full barriers by cp.async.mbarrier.arrive.noinc.
+ * Before v6.10 those sizes fell back to the portable kernel.
  *
  * Build/check just this file:
  *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_90a,code=sm_90a \
@@ -165,6 +166,9 @@
 #endif
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
+#endif
+#ifndef FMLA_SM90_GATHER_NOINC /* gather mode: writers arrive by cp.async.mbarrier.arrive.noinc (1) or after a wait (0) */
+#define FMLA_SM90_GATHER_NOINC 1
 #endif
 #ifndef FMLA_SM90_GATHER_LAG /* gather mode: tiles a producer thread keeps in flight before it waits (1..9) */
 #define FMLA_SM90_GATHER_LAG 4
@@ -316,6 +320,16 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
   return stage == 0 ? (j == 0 ? 8 : j - 1) : j;
 }
 
+/* A consumer's wait for a K tile. Gather mode (kG): the tile was written by cp.async (generic proxy)
+ * and is read by wgmma (async proxy), and its writers arrive through cp.async.mbarrier.arrive.noinc
+ * when their copies land, so they cannot fence after their writes: the reader fences after its
+ * acquire instead, before its wgmma (the fence orders this thread's view across the proxies). */
+template <int kG>
+static __device__ __forceinline__ void sm90_wait_full(uint32_t bar, uint32_t parity) {
+  mbar_wait(bar, parity, 'F');
+  if (kG && FMLA_SM90_GATHER_NOINC) fence_proxy_async_shared_cta();
+}
+
 /* ---- producer: one thread ---- */
 
 /* Issue the TMA copies of n-block n of request i into stage `stage` (use number `use`), one tile
@@ -421,12 +435,15 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
  * whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
  * zero-filled without a read: a zero K and V row scores 0 and adds no value, the reference's
  * semantics for bad pages, so the bad-page mask stays 0; block-table entries past L are never read.
- * A tile is full when all 128 threads have arrived (count 128), each once its own copies of the
- * tile have landed (cp.async.wait_group) and after a proxy fence (the consumers read tiles with
- * wgmma, the async proxy; the same writer-side pattern as P_A / P_B). FMLA_SM90_GATHER_LAG tiles
- * (4; measured against 2 and 9) stay in flight per thread before it waits, and a block is drained
- * before the next one's first empty wait: freeing stage 0 for block n needs block n - 1's S_B, so a
- * thread must not wait on an empty barrier while it holds arrivals of an earlier block. */
+ * A tile is full when all 128 threads have arrived (count 128). v6.11: each thread's arrival is a
+ * cp.async.mbarrier.arrive.noinc right behind its copies of the tile, which the hardware makes once
+ * they have landed, so no thread waits for its own copies and a thread runs ahead to the next
+ * tile's empty barrier at once (nothing is held: the deadlock a thread holding arrivals across
+ * blocks could cause cannot occur). The writers cannot fence after copies they do not wait for, so
+ * the consumers take the proxy fence after their full-barrier acquire, before their wgmma
+ * (sm90_wait_full<1>). Measured against v6.10's writer-side pattern (FMLA_SM90_GATHER_NOINC=0: wait
+ * for the copies 4 tiles back, fence, arrive; drain per block): 1.42-1.58x on the page-1 cases
+ * with 64-256 rows (H200, perf-notes, ninth session), outputs bit-identical. */
 static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
                                                          int stage, uint32_t use, uint32_t kbase, uint32_t full,
                                                          uint32_t empty, int wt) {
@@ -453,6 +470,17 @@ static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_param
   }
   const uint32_t empty_parity = (use & 1) ^ 1;
   const uint32_t swz = (uint32_t)((c ^ (r0 & 7)) << 4); /* r & 7 == r0 & 7 for every k */
+#if FMLA_SM90_GATHER_NOINC
+#pragma unroll 1
+  for (int j = 0; j < SM90_NTILES; ++j) {
+    const int t = sm90_tile_order(stage, j);
+    mbar_wait(empty + t * 8, empty_parity, 'E');
+    const uint32_t dst = kbase + t * SM90_TILE_BYTES + r0 * 128 + swz;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) cp_async_cg_16_zfill(dst + 16 * 128 * k, src[k] + t * 128, nbytes[k]);
+    cp_async_mbarrier_arrive_noinc(full + t * 8); /* arrives once these copies (and all before) land */
+  }
+#else
 #pragma unroll 1
   for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = sm90_tile_order(stage, j);
@@ -472,6 +500,7 @@ static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_param
 #pragma unroll 1
   for (int j = SM90_NTILES > FMLA_SM90_GATHER_LAG ? SM90_NTILES - FMLA_SM90_GATHER_LAG : 0; j < SM90_NTILES; ++j)
     mbarrier_arrive(full + sm90_tile_order(stage, j) * 8);
+#endif
 }
 
 /* The bad-page mask of stage `stage` at use `use`: one slot per stage, or in a 2-CTA cluster one per
@@ -527,7 +556,7 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
-template <int kFp16, int kStage>
+template <int kFp16, int kStage, int kG>
 static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
                                               const uint32_t *q8) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
@@ -535,7 +564,7 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
-    mbar_wait(full + t * 8, parity, 'F');
+    sm90_wait_full<kG>(full + t * 8, parity);
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
@@ -765,7 +794,7 @@ typedef struct sm90_ctx {
 
 /* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
  * PA phases), pb = pairs with a B so far (stage 1 use, PB phase). */
-template <int kFp16, int kMc>
+template <int kFp16, int kMc, int kG>
 static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         const uint32_t *q8,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
@@ -790,7 +819,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       pend_b = false;
       SM90_TR(k, 15, c.wt == 0);
     }
-    sm90_qk<kFp16, 0>(s, c.sQ, c.sK0, c.full0, par0, q8);
+    sm90_qk<kFp16, 0, kG>(s, c.sQ, c.sK0, c.full0, par0, q8);
     wgmma_wait<0>(); /* S_A */
     SM90_TR(k, 10, c.wt == 0);
     if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
@@ -849,7 +878,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       /* Already complete (the producer cannot refill them before we give them back); makes the
        * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
 #pragma unroll
-      for (int t = 0; t < 4; ++t) mbar_wait(c.full1 + t * 8, par1, 'F');
+      for (int t = 0; t < 4; ++t) sm90_wait_full<kG>(c.full1 + t * 8, par1);
       /* Quad leaders read what WG1's quad leaders wrote (and arrived on) and share it in the quad. */
       uint32_t flag = c.quad == 0 ? *c.flag : 0u;
       float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
@@ -892,10 +921,11 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
 /* WG1: wait for WG0's P_A (and for the TMA writes of V_A[:, 256:512] to be visible to this WG's
  * wgmma: those full barriers are already complete), then take m_A: quad leaders read what WG0's
  * quad leaders wrote and share it in the quad. */
+template <int kG>
 static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint32_t par0, float &ma0, float &ma1) {
   mbar_wait(c.pa_ready, par0, 'A');
 #pragma unroll
-  for (int t = 4; t < 8; ++t) mbar_wait(c.full0 + t * 8, par0, 'F');
+  for (int t = 4; t < 8; ++t) sm90_wait_full<kG>(c.full0 + t * 8, par0);
   ma0 = c.quad == 0 ? c.sMA[c.r0] : 0.f;
   ma1 = c.quad == 0 ? c.sMA[c.r1] : 0.f;
   ma0 = __shfl_sync(0xffffffffu, ma0, c.lane & ~3);
@@ -903,7 +933,7 @@ static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint3
 }
 
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
-template <int kFp16, int kMc>
+template <int kFp16, int kMc, int kG>
 static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         const uint32_t *q8,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
@@ -929,12 +959,12 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       mbar_wait(c.full1, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(1, pb)];
-      sm90_qk<kFp16, 1>(s, c.sQ, c.sK1, c.full1, par1, q8);
+      sm90_qk<kFp16, 1, kG>(s, c.sQ, c.sK1, c.full1, par1, q8);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
        * PV_B_R retired at the loop top). */
       float ma0, ma1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1);
+      sm90_wg1_take_pa<kG>(c, par0, ma0, ma1);
       SM90_TR(k, 20, c.wt == 0);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_fence_o(o);
@@ -989,7 +1019,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     } else {
       sm90_fence_o(o);
       float ma0, ma1;
-      sm90_wg1_take_pa(c, par0, ma0, ma1);
+      sm90_wg1_take_pa<kG>(c, par0, ma0, ma1);
       const float aa0 = ex2_approx_ftz(m0 - sm90_ref(ma0)), aa1 = ex2_approx_ftz(m1 - sm90_ref(ma1));
       sm90_rescale(o, aa0, aa1);
       l0 *= aa0;
@@ -1010,7 +1040,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
   }
 }
 
-template <int kFp16, int kMc>
+template <int kFp16, int kMc, int kG>
 static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem, int q_tma) {
   const int tid = threadIdx.x; /* 0..255 */
   const int wg = tid >> 7, warp = (tid >> 5) & 3;
@@ -1098,9 +1128,9 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     for (int kk = 0; kk < 128; ++kk) o[kk] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     if (wg == 0)
-      sm90_wg0_segment<kFp16, kMc>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
+      sm90_wg0_segment<kFp16, kMc, kG>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     else
-      sm90_wg1_segment<kFp16, kMc>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
+      sm90_wg1_segment<kFp16, kMc, kG>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     SM90_CT(ts + 2, clock64());
 
     /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
@@ -1330,7 +1360,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
       sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
     setmaxnreg_inc<232>();
-    sm90_consumer<kFp16, kMc>(p, smem, q_tma);
+    sm90_consumer<kFp16, kMc, kGather>(p, smem, q_tma);
   }
 #endif
 }
@@ -1469,7 +1499,11 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       float s[NS];
       /* S^T = K Q^T, tiles in the producer's order for this stage */
       mbar_wait(sfull + sm90_tile_order(stage, 0) * 8, par, 'F');
-      const uint64_t zm = zmask[stage]; /* before the stage's first tile can go back */
+      /* Lane 0 reads the mask for its warp, before the stage's first tile can go back: the same
+       * thread then makes the warp's empty arrival, after which the producer rewrites the mask (a
+       * read by every lane would be ordered to that arrival only through the warp's wgmma ops,
+       * which racecheck does not follow). */
+      const uint64_t zm = __shfl_sync(0xffffffffu, lane == 0 ? zmask[stage] : 0ull, 0);
 #pragma unroll
       for (int jj = 0; jj < SM90_NTILES; ++jj) {
         const int t = sm90_tile_order(stage, jj);

@@ -50,6 +50,13 @@ static __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 }
 
+/* 9.7.9.22.6 cp.async.mbarrier.arrive.noinc: one arrival on the barrier, made by the hardware once
+ * every cp.async this thread issued before it has landed (.noinc: the arrival is one of the
+ * barrier's expected arrivals, not an extra one). The thread goes on without waiting. */
+static __device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
 /* 9.7.13.15.16 mbarrier.test_wait/try_wait: try_wait.parity returns true once the phase with the
  * given parity has completed (acquire, CTA scope). A fresh barrier is in phase 0, so waiting for
  * parity 1 succeeds at once: that is how a producer's first pass over "empty" barriers goes through. */

@@ -167,13 +167,6 @@
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
 #endif
-#ifndef FMLA_SM90_GATHER_NOINC /* gather mode: writers arrive by cp.async.mbarrier.arrive.noinc (1) or after a wait (0) */
-#define FMLA_SM90_GATHER_NOINC 1
-#endif
-#ifndef FMLA_SM90_GATHER_LAG /* gather mode: tiles a producer thread keeps in flight before it waits (1..9) */
-#define FMLA_SM90_GATHER_LAG 4
-#endif
-static_assert(FMLA_SM90_GATHER_LAG >= 1 && FMLA_SM90_GATHER_LAG <= 9, "FMLA_SM90_GATHER_LAG: 1..9");
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -327,7 +320,7 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 template <int kG>
 static __device__ __forceinline__ void sm90_wait_full(uint32_t bar, uint32_t parity) {
   mbar_wait(bar, parity, 'F');
-  if (kG && FMLA_SM90_GATHER_NOINC) fence_proxy_async_shared_cta();
+  if (kG) fence_proxy_async_shared_cta();
 }
 
 /* ---- producer: one thread ---- */
@@ -429,78 +422,62 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 
 /* ---- producer, gather mode (v6.10): page sizes TMA cannot box (not 16, 32 or a multiple of 64,
  * e.g. 1) ----
- * All 128 threads of the producer warpgroup copy n-block n's 64 key rows with 16-byte cp.async:
- * thread wt takes the 16-byte chunk c = wt & 7 of each 128-byte tile row, rows r = (wt >> 3) + 16k
- * (k = 0..3), into the same swizzled tile image the TMA path writes (each warp instruction reads four
- * whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
+ * kNT threads (a producer warpgroup, 128, in the 64-row kernel and, v6.11, in the narrow kernel; a
+ * single warp, 32, gathered at about half that rate there) copy n-block n's 64 key rows with 16-byte cp.async:
+ * thread wt takes the 16-byte chunk c = wt & 7 of each 128-byte tile row, rows r = (wt >> 3) +
+ * (kNT / 8) k, into the same swizzled tile image the TMA path writes (each warp instruction reads
+ * four whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
  * zero-filled without a read: a zero K and V row scores 0 and adds no value, the reference's
  * semantics for bad pages, so the bad-page mask stays 0; block-table entries past L are never read.
- * A tile is full when all 128 threads have arrived (count 128). v6.11: each thread's arrival is a
+ * A tile is full when all kNT threads have arrived (count kNT). v6.11: each thread's arrival is a
  * cp.async.mbarrier.arrive.noinc right behind its copies of the tile, which the hardware makes once
  * they have landed, so no thread waits for its own copies and a thread runs ahead to the next
  * tile's empty barrier at once (nothing is held: the deadlock a thread holding arrivals across
  * blocks could cause cannot occur). The writers cannot fence after copies they do not wait for, so
  * the consumers take the proxy fence after their full-barrier acquire, before their wgmma
- * (sm90_wait_full<1>). Measured against v6.10's writer-side pattern (FMLA_SM90_GATHER_NOINC=0: wait
- * for the copies 4 tiles back, fence, arrive; drain per block): 1.42-1.58x on the page-1 cases
- * with 64-256 rows (H200, perf-notes, ninth session), outputs bit-identical. */
+ * (sm90_wait_full<1>). Measured against v6.10's writer-side pattern (wait for the copies 4 tiles
+ * back, fence, arrive; drain per block; in git at a89c3c8 as FMLA_SM90_GATHER_NOINC=0): 1.42-1.58x
+ * on the page-1 cases with 64-256 rows (H200, perf-notes, ninth session), outputs bit-identical. */
+template <int kNT>
 static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
                                                          int stage, uint32_t use, uint32_t kbase, uint32_t full,
                                                          uint32_t empty, int wt) {
+  static_assert(kNT == 32 || kNT == 128, "gather: a warp or a warpgroup");
+  constexpr int kStep = kNT / 8;      /* rows one warp instruction covers per thread group: 16 or 4 */
+  constexpr int kRows = 64 / kStep;   /* rows per thread: 4 or 16 */
   const int page = p.page_size;
   const int c = wt & 7, r0 = wt >> 3;
   const char *kc = (const char *)p.k_cache;
   const int32_t *bt = p.block_table + (int64_t)i * p.block_table_stride;
-  const char *src[4];
-  uint32_t nbytes[4];
+  const char *src[kRows];
+  uint32_t ok = 0; /* bit k: row r0 + kStep k is read (else zero-filled) */
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int key = n * FMLA_BLOCK_N + r0 + 16 * k;
+  for (int k = 0; k < kRows; ++k) {
+    const int key = n * FMLA_BLOCK_N + r0 + kStep * k;
     src[k] = kc;
-    nbytes[k] = 0;
     if (key < L) {
       const int pidx = key / page;
       const int id = bt[pidx];
       if ((unsigned)id < (unsigned)p.num_blocks) {
         src[k] = kc + 2 * ((int64_t)id * p.k_block_stride + (int64_t)(key - pidx * page) * p.k_token_stride +
                            (int64_t)hk * p.k_head_stride) + 16 * c;
-        nbytes[k] = 16;
+        ok |= 1u << k;
       }
     }
   }
   const uint32_t empty_parity = (use & 1) ^ 1;
-  const uint32_t swz = (uint32_t)((c ^ (r0 & 7)) << 4); /* r & 7 == r0 & 7 for every k */
-#if FMLA_SM90_GATHER_NOINC
 #pragma unroll 1
   for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = sm90_tile_order(stage, j);
     mbar_wait(empty + t * 8, empty_parity, 'E');
-    const uint32_t dst = kbase + t * SM90_TILE_BYTES + r0 * 128 + swz;
+    const uint32_t tile = kbase + t * SM90_TILE_BYTES;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) cp_async_cg_16_zfill(dst + 16 * 128 * k, src[k] + t * 128, nbytes[k]);
+    for (int k = 0; k < kRows; ++k) {
+      const int r = r0 + kStep * k;
+      cp_async_cg_16_zfill(tile + r * 128 + ((c ^ (r & 7)) << 4), src[k] + t * 128, (ok >> k & 1) ? 16u : 0u);
+    }
     cp_async_mbarrier_arrive_noinc(full + t * 8); /* arrives once these copies (and all before) land */
   }
-#else
-#pragma unroll 1
-  for (int j = 0; j < SM90_NTILES; ++j) {
-    const int t = sm90_tile_order(stage, j);
-    mbar_wait(empty + t * 8, empty_parity, 'E');
-    const uint32_t dst = kbase + t * SM90_TILE_BYTES + r0 * 128 + swz;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) cp_async_cg_16_zfill(dst + 16 * 128 * k, src[k] + t * 128, nbytes[k]);
-    cp_async_commit_group();
-    if (j >= FMLA_SM90_GATHER_LAG) {
-      cp_async_wait_group<FMLA_SM90_GATHER_LAG>(); /* tile j - LAG's copies have landed */
-      fence_proxy_async_shared_cta();
-      mbarrier_arrive(full + sm90_tile_order(stage, j - FMLA_SM90_GATHER_LAG) * 8);
-    }
-  }
-  cp_async_wait_all();
-  fence_proxy_async_shared_cta();
-#pragma unroll 1
-  for (int j = SM90_NTILES > FMLA_SM90_GATHER_LAG ? SM90_NTILES - FMLA_SM90_GATHER_LAG : 0; j < SM90_NTILES; ++j)
-    mbarrier_arrive(full + sm90_tile_order(stage, j) * 8);
-#endif
 }
 
 /* The bad-page mask of stage `stage` at use `use`: one slot per stage, or in a 2-CTA cluster one per
@@ -1290,9 +1267,9 @@ static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_pa
     const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     if (q_tma && seg.lo < seg.hi && wt == 0) sm90_produce_q<1>(p, qmap, sbase, hk, i, nq++, 0);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      sm90_gather_block(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt);
+      sm90_gather_block<128>(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt);
       if (n + 1 < seg.hi) {
-        sm90_gather_block(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+        sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
                           empty0 + SM90_NTILES * 8, wt);
         ++pb;
       }
@@ -1378,6 +1355,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
  * kernel's tensor work, so the kernel is bound by HBM, which is the point.
  *
  * Block (160 threads): warps 0-3 = one consumer warpgroup, warp 4 = producer (one thread issues TMA).
+ * Gather mode (v6.11, page sizes TMA cannot box): 256 threads, warps 4-7 = a producer warpgroup whose
+ * 128 threads copy the key rows with cp.async (sm90_gather_block<128>), as in the 64-row kernel.
  * Two K stages (72 KB each, 9 column tiles with their own full/empty mbarriers, as above); block n of
  * the CTA goes to stage n % 2, so one stage loads while the other is computed. The consumer WG does,
  * per block: S^T (one wgmma chain), masking, the column max over 64 keys (shuffles over the 8 key
@@ -1390,6 +1369,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
  * a [4][N] row-sum exchange, bad-page masks, 36 mbarriers: ~186 KB (N = 32).
  * ====================================================================================== */
 #define NW_THREADS 160
+#define NW_THREADS_GATHER 256 /* gather mode: a producer warpgroup (one warp gathered at about half its rate) */
 #define NW_CONSUMERS 128
 #define NW_BAR_CONSUMERS 1
 
@@ -1446,7 +1426,7 @@ static __device__ __forceinline__ void nw_wgmma(float *d, uint64_t da, uint64_t 
     wgmma_m64n32k16_ss<kFp16, kTA>(d, da, db, scale_d);
 }
 
-template <int kFp16, int kN>
+template <int kFp16, int kN, int kG>
 static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, uint8_t *smem) {
   typedef nw_layout<kN> LY;
   constexpr int NC = kN / 8;  /* column groups of the fragment */
@@ -1498,7 +1478,7 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       const uint32_t sfull = full + stage * SM90_NTILES * 8, sempty = empty + stage * SM90_NTILES * 8;
       float s[NS];
       /* S^T = K Q^T, tiles in the producer's order for this stage */
-      mbar_wait(sfull + sm90_tile_order(stage, 0) * 8, par, 'F');
+      sm90_wait_full<kG>(sfull + sm90_tile_order(stage, 0) * 8, par);
       /* Lane 0 reads the mask for its warp, before the stage's first tile can go back: the same
        * thread then makes the warp's empty arrival, after which the producer rewrites the mask (a
        * read by every lane would be ordered to that arrival only through the warp's wgmma ops,
@@ -1507,7 +1487,7 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
 #pragma unroll
       for (int jj = 0; jj < SM90_NTILES; ++jj) {
         const int t = sm90_tile_order(stage, jj);
-        if (jj) mbar_wait(sfull + t * 8, par, 'F');
+        if (jj) sm90_wait_full<kG>(sfull + t * 8, par);
         wgmma_fence();
         const uint64_t da = wgmma_desc_sw128(kbase + t * SM90_TILE_BYTES, 16, 1024);
         const uint64_t db = wgmma_desc_sw128(sQ + t * LY::q_tile, 16, 1024);
@@ -1654,8 +1634,9 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
   }
 }
 
-template <int kN>
-static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, const CUtensorMap *map, uint8_t *smem) {
+template <int kN, int kG>
+static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, const CUtensorMap *map, uint8_t *smem,
+                                                   int wt) {
   typedef nw_layout<kN> LY;
   const int hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
@@ -1669,16 +1650,19 @@ static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, 
     const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     for (int n = seg.lo; n < seg.hi; ++n, ++u) {
       const int stage = u & 1;
-      sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, sbase + LY::off_k + stage * SM90_STAGE_BYTES,
-                         sbase + LY::off_full + stage * SM90_NTILES * 8, sbase + LY::off_empty + stage * SM90_NTILES * 8,
-                         &zmask[stage], policy);
+      const uint32_t kb = sbase + LY::off_k + stage * SM90_STAGE_BYTES;
+      const uint32_t fb = sbase + LY::off_full + stage * SM90_NTILES * 8, eb = sbase + LY::off_empty + stage * SM90_NTILES * 8;
+      if (kG) /* 128 threads gather; keys past L and on bad pages are zero-filled, the mask stays 0 */
+        sm90_gather_block<128>(p, i, hk, n, seg.L, stage, u >> 1, kb, fb, eb, wt);
+      else
+        sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, kb, fb, eb, &zmask[stage], policy);
     }
   }
 }
 #endif /* FMLA_SM90_DEVICE */
 
-template <int kFp16, int kN>
-__global__ void __launch_bounds__(NW_THREADS, 1)
+template <int kFp16, int kN, int kGather = 0> /* kGather: page sizes TMA cannot box (the producer warp gathers) */
+__global__ void __launch_bounds__(kGather ? NW_THREADS_GATHER : NW_THREADS, 1)
     fmla_decode_sm90_narrow_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k) {
 #if FMLA_SM90_DEVICE
   typedef nw_layout<kN> LY;
@@ -1687,8 +1671,8 @@ __global__ void __launch_bounds__(NW_THREADS, 1)
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem);
     for (int t = 0; t < 2 * SM90_NTILES; ++t) {
-      mbarrier_init(sbase + LY::off_full + t * 8, 1);
-      mbarrier_init(sbase + LY::off_empty + t * 8, 4); /* one arrival per consumer warp */
+      mbarrier_init(sbase + LY::off_full + t * 8, kGather ? 128 : 1); /* expect_tx, or the gather threads */
+      mbarrier_init(sbase + LY::off_empty + t * 8, 4);               /* one arrival per consumer warp */
     }
     ((uint64_t *)(smem + LY::off_zmask))[0] = 0;
     ((uint64_t *)(smem + LY::off_zmask))[1] = 0;
@@ -1700,9 +1684,9 @@ __global__ void __launch_bounds__(NW_THREADS, 1)
   griddepcontrol_wait();
   if (FMLA_SM90_EARLY_TRIGGER) griddepcontrol_launch_dependents(); /* as in the 64-row kernel */
   if (threadIdx.x >= NW_CONSUMERS) {
-    if (threadIdx.x == NW_CONSUMERS) nw_producer<kN>(p, &tmap_k, smem);
+    if (kGather || threadIdx.x == NW_CONSUMERS) nw_producer<kN, kGather>(p, &tmap_k, smem, (int)threadIdx.x - NW_CONSUMERS);
   } else {
-    nw_consumer<kFp16, kN>(p, smem);
+    nw_consumer<kFp16, kN, kGather>(p, smem);
   }
 #endif
 }
@@ -1905,8 +1889,8 @@ static int sm90_max_clusters(int device) {
 }
 
 /* Page sizes the K map can box (16, 32: 4 or 2 boxes per 64-key tile; multiples of 64: one) go by
- * TMA; any other (e.g. 1) by the producer warpgroup's cp.async gather (sm90_gather_block), in the
- * single-CTA 64-row kernel. */
+ * TMA; any other (e.g. 1) by cp.async gather (sm90_gather_block): a producer warpgroup in the
+ * single-CTA 64-row kernel or (v6.11, <= 32 rows per KV head) in the narrow kernel. */
 static int sm90_gather_mode(const fmla_kernel_params *p) {
   const int page = p->page_size;
   return !(page == 16 || page == 32 || page % 64 == 0);
@@ -1941,9 +1925,12 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
 
 template <int kFp16, int kN>
 static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
-  static std::atomic<unsigned long long> attr_set{0};
-  return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set,
-                            dim3(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts), NW_THREADS,
+  static std::atomic<unsigned long long> attr_set{0}, attr_set_g{0};
+  const dim3 grid(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
+  if (sm90_gather_mode(p))
+    return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN, 1>, &attr_set_g, grid, NW_THREADS_GATHER,
+                              nw_layout<kN>::bytes, device, stream, "narrow gather kernel", 1, *p, *map);
+  return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set, grid, NW_THREADS,
                             nw_layout<kN>::bytes, device, stream, "narrow kernel", 1, *p, *map);
 }
 
@@ -1952,13 +1939,6 @@ extern "C" flash_mla_status_t fmla_launch_decode_hopper(const fmla_kernel_params
   flash_mla_status_t st = sm90_check(p, &device);
   if (st != FLASH_MLA_SUCCESS) return st;
   if (p->batch <= 0 || p->num_sm_parts <= 0 || p->num_m_blocks <= 0 || p->num_heads_k <= 0) return FLASH_MLA_SUCCESS;
-  /* Gather mode runs the 64-row kernel; at <= 32 rows per KV head it measured no faster than the
-   * portable kernel (H200, page 1: 0.90-1.05x), so those shapes are left to it (auto falls back). */
-  if (sm90_gather_mode(p) && p->rows <= 32)
-    return fmla_set_error(FLASH_MLA_ERROR_UNSUPPORTED_DEVICE,
-                          "flash_mla_decode: page_size %d with %d query rows per KV head: the Hopper kernel takes "
-                          "page sizes other than 16, 32 and multiples of 64 only above 32 rows",
-                          p->page_size, p->rows);
   /* The K map depends only on the cache pointer, its shape, strides and dtype: a decode step's
    * layers reuse one cache, so keep the last map of this thread and skip the driver call. */
   static thread_local sm90_map_cache kc = {};

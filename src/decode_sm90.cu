@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.11): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.12): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -114,7 +114,11 @@
  * instance of this kernel (kGather) whose 128 producer-warpgroup threads copy the key rows with
  * cp.async (sm90_gather_block); the consumers are the same code, plus (v6.11) a proxy fence after
  * each K-tile wait, as the copies arrive on the full barriers by cp.async.mbarrier.arrive.noinc.
- * Before v6.10 those sizes fell back to the portable kernel.
+ * v6.12: when the M tiles pair up, gather mode runs as 2-CTA clusters too: CTA s gathers stage s and
+ * its consumer WG sends each full tile on to the other CTA (cp.async.bulk shared::cta ->
+ * shared::cluster, complete_tx on the receiver's full barrier), so each key row is gathered once
+ * per pair of M tiles (sm90_producer_gather). Before v6.10 those sizes fell back to the portable
+ * kernel.
  *
  * Build/check just this file:
  *   nvcc -std=c++17 -O3 -Xptxas -v -c -gencode=arch=compute_90a,code=sm_90a \
@@ -166,6 +170,9 @@
 #endif
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
+#endif
+#ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
+#define FMLA_SM90_GATHER_MC 1
 #endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
@@ -441,7 +448,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 template <int kNT>
 static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
                                                          int stage, uint32_t use, uint32_t kbase, uint32_t full,
-                                                         uint32_t empty, int wt) {
+                                                         uint32_t empty, int wt, int only_pb = 0) {
   static_assert(kNT == 32 || kNT == 128, "gather: a warp or a warpgroup");
   constexpr int kStep = kNT / 8;      /* rows one warp instruction covers per thread group: 16 or 4 */
   constexpr int kRows = 64 / kStep;   /* rows per thread: 4 or 16 */
@@ -467,7 +474,7 @@ static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_param
   }
   const uint32_t empty_parity = (use & 1) ^ 1;
 #pragma unroll 1
-  for (int j = 0; j < SM90_NTILES; ++j) {
+  for (int j = only_pb ? SM90_NTILES - 1 : 0; j < SM90_NTILES; ++j) { /* only_pb: stage 1's last tile, P_B's */
     const int t = sm90_tile_order(stage, j);
     mbar_wait(empty + t * 8, empty_parity, 'E');
     const uint32_t tile = kbase + t * SM90_TILE_BYTES;
@@ -477,6 +484,21 @@ static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_param
       cp_async_cg_16_zfill(tile + r * 128 + ((c ^ (r & 7)) << 4), src[k] + t * 128, (ok >> k & 1) ? 16u : 0u);
     }
     cp_async_mbarrier_arrive_noinc(full + t * 8); /* arrives once these copies (and all before) land */
+  }
+}
+
+/* Gather mode, 2-CTA cluster: the stage the other CTA gathers and sends (tile by tile, from its
+ * consumers: sm90_qk). Thread 0 raises each tile's byte count once the tile's previous phase is over
+ * (nothing can then be sent for this use before it: the sender waits for our consumers' release of
+ * the previous use on its empty barrier). Stage 1's P_B tile is gathered here instead. */
+static __device__ __forceinline__ void sm90_gather_receive(uint32_t full, int stage, uint32_t use, int wt) {
+  if (wt != 0) return;
+#pragma unroll 1
+  for (int j = 0; j < SM90_NTILES; ++j) {
+    const int t = sm90_tile_order(stage, j);
+    if (stage == 1 && t == SM90_P_B_TILE) continue;
+    mbar_wait(full + t * 8, (use & 1) ^ 1, 'E');
+    mbarrier_arrive_expect_tx(full + t * 8, SM90_TILE_BYTES);
   }
 }
 
@@ -535,13 +557,19 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
 template <int kFp16, int kStage, int kG>
 static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
-                                              const uint32_t *q8) {
+                                              const uint32_t *q8, bool push = false, uint32_t peer = 0) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
     sm90_wait_full<kG>(full + t * 8, parity);
+    /* Gather mode in a 2-CTA cluster: the CTA that gathered this stage sends each tile on to the
+     * other CTA as soon as it is full here (stage 1's RoPE tile excepted: P_B overwrites it, and
+     * both CTAs gather it themselves; see sm90_producer_gather). */
+    if (kG && push && (kStage == 0 || t != SM90_P_B_TILE))
+      cp_async_bulk_s2s_remote(kbase + t * SM90_TILE_BYTES, kbase + t * SM90_TILE_BYTES, SM90_TILE_BYTES, full + t * 8,
+                               peer);
     wgmma_fence(); /* ptxas would inject it anyway (C7519) after the wait loop's branch */
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
@@ -767,7 +795,16 @@ typedef struct sm90_ctx {
   float sl2;  /* |scale * log2(e)|, at least FLT_MIN; the sign in neg */
   bool neg;
   int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
+  uint32_t rank;                              /* in the 2-CTA cluster (0 without one) */
 } sm90_ctx;
+
+/* A consumer WG gives back stage 1's P_B tile (the RoPE tile, then P_B). In a 2-CTA cluster with
+ * TMA it goes back to the CTA that copies stage 1 (CTA 1); in gather mode every CTA gathers that
+ * tile itself (sm90_producer_gather), so it goes back to its own barrier. */
+template <int kMc, int kG>
+static __device__ __forceinline__ void sm90_release_pb(uint32_t empty1, int lane) {
+  sm90_release<(kMc && !kG)>(empty1, SM90_P_B_TILE, 1, lane, 1);
+}
 
 /* WG0 over one segment: S of every A block, O[:, 0:256]. k = pairs so far in the CTA (stage 0 use,
  * PA phases), pb = pairs with a B so far (stage 1 use, PB phase). */
@@ -792,11 +829,11 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       wgmma_wait<0>();
       sm90_fence_o(o);
       sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
-      sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
+      sm90_release_pb<kMc, kG>(c.empty1, c.lane);
       pend_b = false;
       SM90_TR(k, 15, c.wt == 0);
     }
-    sm90_qk<kFp16, 0, kG>(s, c.sQ, c.sK0, c.full0, par0, q8);
+    sm90_qk<kFp16, 0, kG>(s, c.sQ, c.sK0, c.full0, par0, q8, kMc && c.rank == 0 && c.wt == 0, 1);
     wgmma_wait<0>(); /* S_A */
     SM90_TR(k, 10, c.wt == 0);
     if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
@@ -822,7 +859,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     }
     const int in_len = c.L - n * 64;
     const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-    if (bad) sm90_zero_v(c.sK0, bad, c.wt);
+    if (!kG && bad) sm90_zero_v(c.sK0, bad, c.wt); /* gather mode zero-filled them */
     fence_proxy_async_shared_cta(); /* P_A and zeroed V rows are read by wgmma (async proxy) */
     SM90_TR(k, 26, c.wt == 0);
     bar_sync(SM90_BAR_WG0, 128);    /* the whole P_A tile is written (the wgmma reads all rows) */
@@ -891,7 +928,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
   sm90_fence_o(o);
   if (pend_b) {
     sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
-    sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
+    sm90_release_pb<kMc, kG>(c.empty1, c.lane);
   }
 }
 
@@ -924,7 +961,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     wgmma_wait<0>(); /* unconditional (a no-op without pend_b): ptxas must see O_R retired here (C7514) */
     if (pend_b) {
       sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
-      sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
+      sm90_release_pb<kMc, kG>(c.empty1, c.lane);
       pend_b = false;
     }
     SM90_TR(k, 17, c.wt == 0);
@@ -936,7 +973,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       mbar_wait(c.full1, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(1, pb)];
-      sm90_qk<kFp16, 1, kG>(s, c.sQ, c.sK1, c.full1, par1, q8);
+      sm90_qk<kFp16, 1, kG>(s, c.sQ, c.sK1, c.full1, par1, q8, kMc && c.rank == 1 && c.wt == 0, 0);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
        * PV_B_R retired at the loop top). */
@@ -969,7 +1006,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       }
       const int in_len = c.L - (n + 1) * 64;
       const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
-      if (bad) sm90_zero_v(c.sK1, bad, c.wt);
+      if (!kG && bad) sm90_zero_v(c.sK1, bad, c.wt);
       fence_proxy_async_shared_cta();
       SM90_TR(k, 30, c.wt == 0);
       const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
@@ -1013,7 +1050,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
   sm90_fence_o(o);
   if (pend_b) {
     sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
-    sm90_release<kMc>(c.empty1, SM90_P_B_TILE, 1, c.lane, 1);
+    sm90_release_pb<kMc, kG>(c.empty1, c.lane);
   }
 }
 
@@ -1052,6 +1089,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.sl2 = fmaxf(fabsf(p.scale_log2), 1.17549435e-38f /* FLT_MIN */);
   c.neg = p.scale_log2 < 0.f;
   c.lane = tid & 31;
+  c.rank = kMc ? cluster_ctarank() : 0u;
   c.quad = c.lane & 3;
   c.wt = tid & 127;
   c.r0 = warp * 16 + (c.lane >> 2);
@@ -1252,28 +1290,50 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
   }
 }
 
-/* Gather mode (single-CTA kernel only): the 128 producer-warpgroup threads walk the part like
- * sm90_producer and gather each n-block (sm90_gather_block); thread 0 also loads each segment's Q
- * tile by TMA, exactly as sm90_producer does. */
+/* Gather mode: the 128 producer-warpgroup threads walk the part like sm90_producer and gather each
+ * n-block (sm90_gather_block); thread 0 also loads each segment's Q tile by TMA, exactly as
+ * sm90_producer does. In a 2-CTA cluster (kMc, v6.12) CTA s gathers stage s only and its consumers
+ * send each tile on to the other CTA (sm90_qk); for the stage it receives, thread 0 raises each
+ * tile's byte count once the tile's previous phase is over (as sm90_produce_block does for the
+ * stage the other CTA multicasts), except stage 1's RoPE tile: P_B is written over it, so the
+ * sender's copy could still be read while P_B lands there; every CTA gathers that tile itself
+ * (1/18 of the bytes twice). */
+template <int kMc>
 static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_params &p, const CUtensorMap *qmap,
                                                             int q_tma, uint8_t *smem, int wt) {
   const int hk = blockIdx.y;
   const int *meta = p.meta + (int64_t)blockIdx.z * FMLA_META_SIZE;
   const uint32_t sbase = smem_u32(smem);
   const uint32_t sK = sbase + SM90_OFF_K, full0 = sbase + SM90_OFF_FULL, empty0 = sbase + SM90_OFF_EMPTY;
+  const uint32_t rank = kMc ? cluster_ctarank() : 0u;
   uint32_t k = 0, pb = 0, nq = 0; /* same counters as the consumers */
   for (int pos = meta[0]; pos <= __ldg(meta + 2) && pos < p.batch; ++pos) {
     const int i = fmla_ns_req(p.num_splits, p.batch, pos);
     const sm90_segment seg = sm90_get_segment(p, meta, pos, i);
     if (q_tma && seg.lo < seg.hi && wt == 0) sm90_produce_q<1>(p, qmap, sbase, hk, i, nq++, 0);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
-      sm90_gather_block<128>(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt);
+      if (!kMc || rank == 0)
+        sm90_gather_block<128>(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt, 0);
+      else
+        sm90_gather_receive(full0, 0, k, wt);
       if (n + 1 < seg.hi) {
-        sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
-                          empty0 + SM90_NTILES * 8, wt);
+        const uint32_t f1 = full0 + SM90_NTILES * 8, e1 = empty0 + SM90_NTILES * 8;
+        if (!kMc || rank == 1) {
+          sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 0);
+        } else {
+          sm90_gather_receive(f1, 1, pb, wt);
+          sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 1);
+        }
         ++pb;
       }
     }
+  }
+  /* 2-CTA cluster: as in sm90_producer, outlive the other CTA's last arrivals on the stage we send. */
+  if (kMc && wt == 0) {
+    const uint32_t uses = rank == 0 ? k : pb;
+    const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
+#pragma unroll 1
+    for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
   }
 }
 
@@ -1284,7 +1344,6 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k,
                             const __grid_constant__ CUtensorMap tmap_q, int q_tma) {
 #if FMLA_SM90_DEVICE
-  static_assert(!(kGather && kMc), "gather mode runs without clusters");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   /* 128-byte swizzle atoms must start on 1024-byte boundaries (descriptor base offset 0, TMA). */
   uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -1294,13 +1353,19 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
 #endif
   if (threadIdx.x == 0) {
     const uint32_t sbase = smem_u32(smem), rank = kMc ? cluster_ctarank() : 0u;
-    /* full: the producer's arrive.expect_tx, or in gather mode one arrival per producer-warpgroup thread */
-    for (int t = 0; t < 2 * SM90_NTILES; ++t) mbarrier_init(sbase + SM90_OFF_FULL + t * 8, kGather ? 128 : 1);
+    /* full: the producer's arrive.expect_tx, or in gather mode one arrival per producer-warpgroup
+     * thread (in a cluster: for the stage this CTA gathers, and stage 1's P_B tile, which both do) */
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) {
+      const bool gathered = kGather && (!kMc || (uint32_t)(t / SM90_NTILES) == rank || t == SM90_NTILES + SM90_P_B_TILE);
+      mbarrier_init(sbase + SM90_OFF_FULL + t * 8, gathered ? 128 : 1);
+    }
     /* one arrival per consumer warp that reads the tile; stage 1's P_B tile is read by both WGs; in a
      * 2-CTA cluster the stage this CTA copies for both (stage = rank) counts both CTAs' warps */
-    for (int t = 0; t < 2 * SM90_NTILES; ++t)
-      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (t == SM90_NTILES + SM90_P_B_TILE ? 8 : 4) *
-                                                        (kMc && rank == (uint32_t)(t / SM90_NTILES) ? 2 : 1));
+    for (int t = 0; t < 2 * SM90_NTILES; ++t) {
+      const bool pb_tile = t == SM90_NTILES + SM90_P_B_TILE; /* gather mode: each CTA's own in a cluster too */
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (pb_tile ? 8 : 4) *
+                                                        (kMc && rank == (uint32_t)(t / SM90_NTILES) && !(kGather && pb_tile) ? 2 : 1));
+    }
     if (kMc)
       for (int z = 0; z < 4; ++z) ((uint64_t *)(smem + SM90_OFF_ZMASK_MC))[z] = 0;
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
@@ -1332,7 +1397,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   if (threadIdx.x >= SM90_CONSUMER_THREADS) {
     setmaxnreg_dec<40>();
     if (kGather)
-      sm90_producer_gather(p, &tmap_q, q_tma, smem, (int)threadIdx.x - SM90_CONSUMER_THREADS);
+      sm90_producer_gather<kMc>(p, &tmap_q, q_tma, smem, (int)threadIdx.x - SM90_CONSUMER_THREADS);
     else if (threadIdx.x == SM90_CONSUMER_THREADS)
       sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
@@ -1910,10 +1975,16 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   /* M tiles in pairs (2-CTA clusters, K read once per pair by multicast) when they pair up and the
    * clustered grid fits on the device at once */
   const int gather = sm90_gather_mode(p);
-  if (FMLA_SM90_MCAST && !gather && p->num_m_blocks % 2 == 0 && p->num_blocks > 0 &&
-      (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z)
+  const bool pairs = FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 &&
+                     (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z;
+  if (pairs && !gather && p->num_blocks > 0)
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+  if (pairs && gather && FMLA_SM90_GATHER_MC) { /* each CTA gathers one stage and sends it on (v6.12) */
+    static std::atomic<unsigned long long> attr_set_gmc{0};
+    return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1, 1>, &attr_set_gmc, grid, SM90_THREADS,
+                              SM90_SMEM_BYTES, device, stream, "gather kernel (cluster)", 2, *p, *map, qc.map, qc.ok);
+  }
   if (gather) {
     static std::atomic<unsigned long long> attr_set_g{0};
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 0, 1>, &attr_set_g, grid, SM90_THREADS, SM90_SMEM_BYTES,

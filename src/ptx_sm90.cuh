@@ -136,6 +136,19 @@ static __device__ __forceinline__ void mbarrier_arrive_remote(uint32_t bar, uint
       "r"(rank)
       : "memory");
 }
+/* 9.7.9.25.4.1 cp.async.bulk, shared::cta -> shared::cluster: `bytes` (a multiple of 16) of this
+ * CTA's shared memory at src land at the same-named offset dst of CTA `rank` of the cluster, with
+ * complete_tx on that CTA's mbarrier at offset bar (the only completion this form has). */
+static __device__ __forceinline__ void cp_async_bulk_s2s_remote(uint32_t dst, uint32_t src, uint32_t bytes, uint32_t bar,
+                                                                uint32_t rank) {
+  asm volatile(
+      "{\n.reg .b32 rd, rb;\n"
+      "mapa.shared::cluster.u32 rd, %0, %4;\n"
+      "mapa.shared::cluster.u32 rb, %3, %4;\n"
+      "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [rd], [%1], %2, [rb];\n}" ::"r"(dst),
+      "r"(src), "r"(bytes), "r"(bar), "r"(rank)
+      : "memory");
+}
 /* cp.async.bulk.tensor with .multicast::cluster: the box lands at offset dst of every CTA in
  * cta_mask, each of which gets the complete_tx on its own mbarrier at offset bar. */
 static __device__ __forceinline__ void cp_async_bulk_tensor_4d_g2s_mc(uint32_t dst, const CUtensorMap *map, int c0,

@@ -174,6 +174,9 @@
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
 #endif
+#ifndef FMLA_SM90_GATHER_MC_MAX_PAGE /* ... for page sizes up to this (H200: 1.13x at 2, 1.02x at 4, 0.96x at 8) */
+#define FMLA_SM90_GATHER_MC_MAX_PAGE 4
+#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -182,6 +185,9 @@
                                  * cluster kernel hangs on its zero-byte phases): after each stage's first fill */
 #define FMLA_SM90_PROBE_NOLOAD 0  /* the producer arrives on the full barriers without copying: the   */
 #endif                            /* pair schedule with the K fill taken away (dev/test_wgmma trace)   */
+#ifndef FMLA_SM90_PROBE_NOFENCE /* diagnostics only (formally racy, results unchecked by the memory model): gather */
+#define FMLA_SM90_PROBE_NOFENCE 0  /* mode's consumers skip the proxy fence after their K-tile waits (its cost)     */
+#endif
 /* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
  * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
  * library (the macro compiles to nothing). */
@@ -327,7 +333,7 @@ static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
 template <int kG>
 static __device__ __forceinline__ void sm90_wait_full(uint32_t bar, uint32_t parity) {
   mbar_wait(bar, parity, 'F');
-  if (kG) fence_proxy_async_shared_cta();
+  if (kG && !FMLA_SM90_PROBE_NOFENCE) fence_proxy_async_shared_cta();
 }
 
 /* ---- producer: one thread ---- */
@@ -1980,7 +1986,10 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   if (pairs && !gather && p->num_blocks > 0)
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
-  if (pairs && gather && FMLA_SM90_GATHER_MC) { /* each CTA gathers one stage and sends it on (v6.12) */
+  /* Each CTA gathers one stage and sends it on (v6.12): it halves the gather, but a receiver waits
+   * for the sender's S to reach each tile. That pays where the gather sets the pace (random rows of
+   * pages of 1-4 tokens), not from page 8 up (H200, perf-notes ninth session). */
+  if (pairs && gather && FMLA_SM90_GATHER_MC && p->page_size <= FMLA_SM90_GATHER_MC_MAX_PAGE) {
     static std::atomic<unsigned long long> attr_set_gmc{0};
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1, 1>, &attr_set_gmc, grid, SM90_THREADS,
                               SM90_SMEM_BYTES, device, stream, "gather kernel (cluster)", 2, *p, *map, qc.map, qc.ok);

@@ -114,7 +114,8 @@
  * instance of this kernel (kGather) whose 128 producer-warpgroup threads copy the key rows with
  * cp.async (sm90_gather_block); the consumers are the same code, plus (v6.11) a proxy fence after
  * each K-tile wait, as the copies arrive on the full barriers by cp.async.mbarrier.arrive.noinc.
- * v6.12: when the M tiles pair up, gather mode runs as 2-CTA clusters too: CTA s gathers stage s and
+ * v6.12: when the M tiles pair up and pages hold 1-4 tokens (FMLA_SM90_GATHER_MC_MAX_PAGE; from 8 up
+ * the single-CTA gather measured faster), gather mode runs as 2-CTA clusters: CTA s gathers stage s and
  * its consumer WG sends each full tile on to the other CTA (cp.async.bulk shared::cta ->
  * shared::cluster, complete_tx on the receiver's full barrier), so each key row is gathered once
  * per pair of M tiles (sm90_producer_gather). Before v6.10 those sizes fell back to the portable

@@ -6,8 +6,9 @@ on/off x bf16/fp16; page size 64; NaN in every page slot no sequence covers; blo
 past a sequence's last page = 2147480000; out and lse NaN-poisoned before every call (passed with
 out= / lse=); reference on the GPU with torch in float64 (see reference()), batched. One pytest test per
 (dtype, b, s_k) runs its 192 cases and reports every failing case. Plus: a batch of 128 with about
-half the sequences empty, page sizes 1/3/16/48/96/128 (1, 3, 48 and 96 take the Hopper kernel's
-gather mode), strided tensors, CUDA-graph capture (replay ==
+half the sequences empty, page sizes 1/3/4/16/48/96/128 (1, 3, 4, 48 and 96 take the Hopper
+kernels' gather mode; 1, 3 and 4 with 128 or 256 rows its 2-CTA clusters), strided tensors,
+CUDA-graph capture (replay ==
 eager bit for bit, also with the metadata captured), determinism, the GPU scheduler vs its host
 twin up to b = 65536, the FlashMLASchedMeta form, device checks.
 
@@ -393,7 +394,7 @@ def test_empty_segment_runs(kernel):
     assert_no_failures(failures, total)
 
 
-@pytest.mark.parametrize("page", [1, 3, 16, 48, 96, 128])
+@pytest.mark.parametrize("page", [1, 3, 4, 16, 48, 96, 128])
 def test_page_sizes(page, kernel):
     failures, total = [], 0
     gen = torch.Generator(device=DEV).manual_seed(page)

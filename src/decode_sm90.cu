@@ -175,6 +175,9 @@
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
 #endif
+#ifndef FMLA_SM90_NARROW_GATHER_MAX_PAGE /* the narrow kernel gathers (instead of 64 / page TMA boxes per */
+#define FMLA_SM90_NARROW_GATHER_MAX_PAGE 16 /* tile) up to this page size (H200: page 16, 1.01-1.21x)      */
+#endif
 #ifndef FMLA_SM90_GATHER_MC_MAX_PAGE /* ... for page sizes up to this (H200: 1.13x at 2, 1.02x at 4, 0.96x at 8) */
 #define FMLA_SM90_GATHER_MC_MAX_PAGE 4
 #endif
@@ -2008,7 +2011,9 @@ template <int kFp16, int kN>
 static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0}, attr_set_g{0};
   const dim3 grid(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
-  if (sm90_gather_mode(p))
+  /* Page 16 too: with <= 32 rows the kernel streams K, and 4 TMA boxes per tile stream slower than
+   * the gather (H200: 1.01-1.21x for the gather at 16; at 32, 2 boxes per tile beat it). */
+  if (sm90_gather_mode(p) || p->page_size <= FMLA_SM90_NARROW_GATHER_MAX_PAGE)
     return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN, 1>, &attr_set_g, grid, NW_THREADS_GATHER,
                               nw_layout<kN>::bytes, device, stream, "narrow gather kernel", 1, *p, *map);
   return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set, grid, NW_THREADS,

@@ -439,14 +439,14 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 
 /* ---- producer, gather mode (v6.10): page sizes TMA cannot box (not 16, 32 or a multiple of 64,
  * e.g. 1) ----
- * kNT threads (a producer warpgroup, 128, in the 64-row kernel and, v6.11, in the narrow kernel; a
- * single warp, 32, gathered at about half that rate there) copy n-block n's 64 key rows with 16-byte cp.async:
- * thread wt takes the 16-byte chunk c = wt & 7 of each 128-byte tile row, rows r = (wt >> 3) +
- * (kNT / 8) k, into the same swizzled tile image the TMA path writes (each warp instruction reads
- * four whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
+ * The 128 threads of a producer warpgroup (in the 64-row kernel and, v6.11, in the narrow kernel,
+ * where a single warp gathered at about half that rate) copy n-block n's 64 key rows with 16-byte
+ * cp.async: thread wt takes the 16-byte chunk c = wt & 7 of each 128-byte tile row, rows
+ * r = (wt >> 3) + 16 k (k = 0..3), into the same swizzled tile image the TMA path writes (each warp
+ * instruction reads four whole 128-byte row segments). Keys past L and keys on a page id outside [0, num_blocks) are
  * zero-filled without a read: a zero K and V row scores 0 and adds no value, the reference's
  * semantics for bad pages, so the bad-page mask stays 0; block-table entries past L are never read.
- * A tile is full when all kNT threads have arrived (count kNT). v6.11: each thread's arrival is a
+ * A tile is full when all 128 threads have arrived (count 128). v6.11: each thread's arrival is a
  * cp.async.mbarrier.arrive.noinc right behind its copies of the tile, which the hardware makes once
  * they have landed, so no thread waits for its own copies and a thread runs ahead to the next
  * tile's empty barrier at once (nothing is held: the deadlock a thread holding arrivals across
@@ -455,13 +455,11 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
  * (sm90_wait_full<1>). Measured against v6.10's writer-side pattern (wait for the copies 4 tiles
  * back, fence, arrive; drain per block; in git at a89c3c8 as FMLA_SM90_GATHER_NOINC=0): 1.42-1.58x
  * on the page-1 cases with 64-256 rows (H200, perf-notes, ninth session), outputs bit-identical. */
-template <int kNT>
 static __device__ __forceinline__ void sm90_gather_block(const fmla_kernel_params &p, int i, int hk, int n, int L,
                                                          int stage, uint32_t use, uint32_t kbase, uint32_t full,
                                                          uint32_t empty, int wt, int only_pb = 0) {
-  static_assert(kNT == 32 || kNT == 128, "gather: a warp or a warpgroup");
-  constexpr int kStep = kNT / 8;      /* rows one warp instruction covers per thread group: 16 or 4 */
-  constexpr int kRows = 64 / kStep;   /* rows per thread: 4 or 16 */
+  constexpr int kStep = 16; /* rows a warpgroup's instruction covers: 128 threads / 8 chunks per row */
+  constexpr int kRows = 4;  /* rows per thread */
   const int page = p.page_size;
   const int c = wt & 7, r0 = wt >> 3;
   const char *kc = (const char *)p.k_cache;
@@ -1323,16 +1321,16 @@ static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_pa
     if (q_tma && seg.lo < seg.hi && wt == 0) sm90_produce_q<1>(p, qmap, sbase, hk, i, nq++, 0);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       if (!kMc || rank == 0)
-        sm90_gather_block<128>(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt, 0);
+        sm90_gather_block(p, i, hk, n, seg.L, 0, k, sK, full0, empty0, wt, 0);
       else
         sm90_gather_receive(full0, 0, k, wt);
       if (n + 1 < seg.hi) {
         const uint32_t f1 = full0 + SM90_NTILES * 8, e1 = empty0 + SM90_NTILES * 8;
         if (!kMc || rank == 1) {
-          sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 0);
+          sm90_gather_block(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 0);
         } else {
           sm90_gather_receive(f1, 1, pb, wt);
-          sm90_gather_block<128>(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 1);
+          sm90_gather_block(p, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, f1, e1, wt, 1);
         }
         ++pb;
       }
@@ -1432,7 +1430,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
  * Block (160 threads): warps 0-3 = one consumer warpgroup, warp 4 = producer (one thread issues TMA).
  * Gather mode (v6.11, page sizes TMA cannot box, and v6.12 page 16 too, where it measured 1.01-1.21x
  * faster than 4 TMA boxes per tile): 256 threads, warps 4-7 = a producer warpgroup whose 128 threads
- * copy the key rows with cp.async (sm90_gather_block<128>), as in the 64-row kernel.
+ * copy the key rows with cp.async (sm90_gather_block), as in the 64-row kernel.
  * Two K stages (72 KB each, 9 column tiles with their own full/empty mbarriers, as above); block n of
  * the CTA goes to stage n % 2, so one stage loads while the other is computed. The consumer WG does,
  * per block: S^T (one wgmma chain), masking, the column max over 64 keys (shuffles over the 8 key
@@ -1729,7 +1727,7 @@ static __device__ __forceinline__ void nw_producer(const fmla_kernel_params &p, 
       const uint32_t kb = sbase + LY::off_k + stage * SM90_STAGE_BYTES;
       const uint32_t fb = sbase + LY::off_full + stage * SM90_NTILES * 8, eb = sbase + LY::off_empty + stage * SM90_NTILES * 8;
       if (kG) /* 128 threads gather; keys past L and on bad pages are zero-filled, the mask stays 0 */
-        sm90_gather_block<128>(p, i, hk, n, seg.L, stage, u >> 1, kb, fb, eb, wt);
+        sm90_gather_block(p, i, hk, n, seg.L, stage, u >> 1, kb, fb, eb, wt);
       else
         sm90_produce_block(p, map, i, hk, n, seg.L, stage, u >> 1, kb, fb, eb, &zmask[stage], policy);
     }

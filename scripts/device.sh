@@ -34,9 +34,9 @@ for step in $steps; do
   sanitize)
     for k in ${KERNELS:-portable hopper}; do
       for tool in memcheck racecheck; do
-        sel=""; [ $tool = racecheck ] && sel="-k ${RACE_K:-test_strided_tensors}"  # racecheck is slow: one small test
+        sel=(); [ $tool = racecheck ] && sel=(-k "${RACE_K:-test_strided_tensors}")  # racecheck is slow: one small test
         FLASH_MLA_TEST_KERNEL=$k FLASH_MLA_TEST_SUBSET=1 timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
-          python3 -m pytest -q -x tests/python/test_gpu.py $sel > "$OUT/san-$tool-$k.log" 2>&1; rc=$?
+          python3 -m pytest -q -x tests/python/test_gpu.py "${sel[@]}" > "$OUT/san-$tool-$k.log" 2>&1; rc=$?
         log "compute-sanitizer $tool kernel=$k rc=$rc: $(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/san-$tool-$k.log" | tail -2 | tr '\n' ' ')"
         [ $rc = 0 ] || status=1
       done

@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.12): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.13): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -109,8 +109,9 @@
  *   m_A, m_B [64] f32 512, row sum [2 parities][2][64] f32 1,024, bad-page masks [2] u64 (clusters:
  *   [2][2]), flag, 44 mbarriers; total 231,320 + 1,024 alignment slack = 232,344 of 232,448 (227 KB).
  *
- * Page sizes: any multiple of 64 (one box of 64 keys per tile), 16 and 32 (4 or 2 boxes per
- * 64-key tile) by TMA; every other size (v6.10; e.g. 1, 8, 48, 96) in gather mode: a single-CTA
+ * Page sizes: any multiple of 64 (one box of 64 keys per tile), and (v6.13) any whose gcd with 64 is
+ * 16 or 32 (16, 32, 48, 80, 96, ...: boxes of gcd rows, which never straddle a page, 4 or 2 per
+ * 64-key tile) by TMA; every other size (v6.10; e.g. 1, 8, 24) in gather mode: a single-CTA
  * instance of this kernel (kGather) whose 128 producer-warpgroup threads copy the key rows with
  * cp.async (sm90_gather_block); the consumers are the same code, plus (v6.11) a proxy fence after
  * each K-tile wait, as the copies arrive on the full barriers by cp.async.mbarrier.arrive.noinc.
@@ -175,8 +176,8 @@
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
 #endif
-#ifndef FMLA_SM90_NARROW_GATHER_MAX_PAGE /* the narrow kernel gathers (instead of 64 / page TMA boxes per */
-#define FMLA_SM90_NARROW_GATHER_MAX_PAGE 16 /* tile) up to this page size (H200: page 16, 1.01-1.21x)      */
+#ifndef FMLA_SM90_NARROW_GATHER_MAX_PAGE /* the narrow kernel gathers (instead of 64 / g TMA boxes per tile) */
+#define FMLA_SM90_NARROW_GATHER_MAX_PAGE 16 /* when boxes have g <= this many rows (H200: page 16, 1.01-1.21x) */
 #endif
 #ifndef FMLA_SM90_GATHER_MC_MAX_PAGE /* ... for page sizes up to this (H200: 1.13x at 2, 1.02x at 4, 0.96x at 8) */
 #define FMLA_SM90_GATHER_MC_MAX_PAGE 4
@@ -366,7 +367,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
    * num_blocks > 0). A phase of zero bytes would complete on our own arrival and let us run a
    * second use ahead, past a phase our consumers have not seen yet. */
   const uint32_t wait_base = mc && (uint32_t)stage != rank ? full : empty;
-  if (page >= 64) {
+  if ((page & 63) == 0) { /* one 64-row box per tile */
     const int pidx = key0 / page;
     const int off = key0 - pidx * page;
     const int id = bt[pidx];
@@ -393,27 +394,31 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       SM90_TR(trk, 4 + 2 * stage + (j == 4), j == 0 || j == 4);
     }
   } else {
-    const int nbox = 64 / page; /* 2 or 4 */
-    const int npages = (L + page - 1) / page;
-    int ids[4]; /* fully unrolled loops below: stays in registers */
+    /* Boxes of g = gcd(page, 64) rows (16 or 32: pages 16, 32, 48, 80, 96, ...; the host sends
+     * smaller g to gather mode): a box never straddles a page, 64 / g boxes per tile. */
+    const int g = page & -page;
+    const int nbox = 64 / g; /* 2 or 4 */
+    int ids[4], offs[4]; /* fully unrolled loops below: stays in registers */
     uint32_t okbits = 0; /* boxes to copy: valid pages (in a cluster every page inside L, bad ones from page 0) */
     uint64_t zm = 0;
 #pragma unroll
     for (int bx = 0; bx < 4; ++bx) {
-      const int pidx = key0 / page + bx;
+      const int tok = key0 + bx * g;
+      const int pidx = tok / page;
       ids[bx] = 0;
-      if (bx >= nbox || pidx >= npages) continue; /* wholly past L: masked, never looked up */
+      offs[bx] = tok - pidx * page;
+      if (bx >= nbox || tok >= L) continue; /* wholly past L: masked, never looked up */
       const int id = bt[pidx];
       if (mc) okbits |= 1u << bx;
       if ((unsigned)id < (unsigned)p.num_blocks) {
         ids[bx] = id;
         okbits |= 1u << bx;
       } else {
-        const int a = bx * page, b = a + page < in_len ? a + page : in_len;
+        const int a = bx * g, b = a + g < in_len ? a + g : in_len;
         if (a < b) zm |= sm90_key_mask(a, b);
       }
     }
-    const uint32_t box_bytes = (uint32_t)page * 128u;
+    const uint32_t box_bytes = (uint32_t)g * 128u;
     const uint32_t bytes = (uint32_t)__popc(okbits) * box_bytes;
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
@@ -427,10 +432,10 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       for (int bx = 0; bx < 4; ++bx)
         if (okbits >> bx & 1) {
           if (mc)
-            cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
-                                           bar, (uint16_t)3, policy);
+            cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, offs[bx],
+                                           ids[bx], bar, (uint16_t)3, policy);
           else
-            cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, 0, ids[bx],
+            cp_async_bulk_tensor_4d_g2s(kbase + t * SM90_TILE_BYTES + bx * box_bytes, map, t * 64, hk, offs[bx], ids[bx],
                                         bar, policy);
         }
     }
@@ -1782,6 +1787,14 @@ static PFN_cuTensorMapEncodeTiled_v12000 sm90_load_encode_fn(void) {
 
 /* Byte stride of a TMA dimension: a multiple of 16 and below 2^40. A dimension of extent 1 is
  * never stepped, so any legal value stands in for whatever the caller passed. */
+/* Rows of one K box: gcd(page, 64), the largest run of keys of a 64-key block that never straddles
+ * a page (pages of 64k: 64; 16, 48, 80, ...: 16; 32, 96, ...: 32). Below 16 (1, 8, 24, ...) the
+ * kernels gather instead (sm90_gather_mode). */
+static int sm90_box_rows(int page) {
+  const int g = page & -page;
+  return g < 64 ? g : 64;
+}
+
 static int sm90_tma_stride(int64_t elems, int64_t extent, cuuint64_t *out) {
   if (extent <= 1) {
     *out = 2 * FMLA_HEAD_DIM_K;
@@ -1792,7 +1805,7 @@ static int sm90_tma_stride(int64_t elems, int64_t extent, cuuint64_t *out) {
   return 1;
 }
 
-/* K cache as a 4-D tensor (576 [inner], h_kv, page_size, num_blocks), box (64, 1, min(page, 64), 1),
+/* K cache as a 4-D tensor (576 [inner], h_kv, page_size, num_blocks), box (64, 1, gcd(page, 64), 1),
  * 128-byte swizzle so each 64-column box lands as a wgmma K-major tile. Built per launch: it
  * depends on the pointer and strides, and encoding is cheap host work. */
 static flash_mla_status_t sm90_make_k_map(const fmla_kernel_params *p, CUtensorMap *map) {
@@ -1809,7 +1822,7 @@ static flash_mla_status_t sm90_make_k_map(const fmla_kernel_params *p, CUtensorM
                           "flash_mla_decode: Hopper kernel needs k_cache strides that are positive multiples of 8 "
                           "elements below 2^39 (TMA), got block %lld token %lld head %lld",
                           (long long)p->k_block_stride, (long long)p->k_token_stride, (long long)p->k_head_stride);
-  cuuint32_t box[4] = {64, 1, (cuuint32_t)(p->page_size < 64 ? p->page_size : 64), 1};
+  cuuint32_t box[4] = {64, 1, (cuuint32_t)sm90_box_rows(p->page_size), 1};
   cuuint32_t estr[4] = {1, 1, 1, 1};
   const CUresult r = encode(map, p->dtype == FLASH_MLA_DTYPE_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
                             4, (void *)p->k_cache, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -1962,13 +1975,11 @@ static int sm90_max_clusters(int device) {
   return n;
 }
 
-/* Page sizes the K map can box (16, 32: 4 or 2 boxes per 64-key tile; multiples of 64: one) go by
- * TMA; any other (e.g. 1) by cp.async gather (sm90_gather_block): a producer warpgroup in the
+/* Page sizes the K map can box (v6.13: any whose gcd with 64 is 16 or 32, i.e. 16, 32, 48, 80, 96,
+ * ...: 4 or 2 boxes per 64-key tile; multiples of 64: one) go by TMA; any other (e.g. 1, 8, 24) by
+ * cp.async gather (sm90_gather_block): a producer warpgroup in the
  * single-CTA 64-row kernel or (v6.11, <= 32 rows per KV head) in the narrow kernel. */
-static int sm90_gather_mode(const fmla_kernel_params *p) {
-  const int page = p->page_size;
-  return !(page == 16 || page == 32 || page % 64 == 0);
-}
+static int sm90_gather_mode(const fmla_kernel_params *p) { return sm90_box_rows(p->page_size) < 16; }
 
 template <int kFp16>
 static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
@@ -2010,9 +2021,10 @@ template <int kFp16, int kN>
 static flash_mla_status_t nw_launch(const fmla_kernel_params *p, const CUtensorMap *map, int device, cudaStream_t stream) {
   static std::atomic<unsigned long long> attr_set{0}, attr_set_g{0};
   const dim3 grid(1u, (unsigned)p->num_heads_k, (unsigned)p->num_sm_parts);
-  /* Page 16 too: with <= 32 rows the kernel streams K, and 4 TMA boxes per tile stream slower than
-   * the gather (H200: 1.01-1.21x for the gather at 16; at 32, 2 boxes per tile beat it). */
-  if (sm90_gather_mode(p) || p->page_size <= FMLA_SM90_NARROW_GATHER_MAX_PAGE)
+  /* Boxes of 16 rows too (pages 16, 48, 80, ...): with <= 32 rows the kernel streams K, and 4 TMA
+   * boxes per tile stream slower than the gather (H200: 1.01-1.21x for the gather at page 16; at
+   * 32, 2 boxes per tile beat it). */
+  if (sm90_gather_mode(p) || sm90_box_rows(p->page_size) <= FMLA_SM90_NARROW_GATHER_MAX_PAGE)
     return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN, 1>, &attr_set_g, grid, NW_THREADS_GATHER,
                               nw_layout<kN>::bytes, device, stream, "narrow gather kernel", 1, *p, *map);
   return sm90_launch_kernel(fmla_decode_sm90_narrow_kernel<kFp16, kN>, &attr_set, grid, NW_THREADS,

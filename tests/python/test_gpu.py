@@ -394,7 +394,7 @@ def test_empty_segment_runs(kernel):
     assert_no_failures(failures, total)
 
 
-@pytest.mark.parametrize("page", [1, 3, 4, 16, 48, 96, 128])
+@pytest.mark.parametrize("page", [1, 3, 4, 16, 48, 80, 96, 128])
 def test_page_sizes(page, kernel):
     failures, total = [], 0
     gen = torch.Generator(device=DEV).manual_seed(page)
@@ -412,10 +412,11 @@ def test_page_sizes(page, kernel):
     assert_no_failures(failures, total)
 
 
-@pytest.mark.parametrize("page", [1, 3, 16, 64])
+@pytest.mark.parametrize("page", [1, 3, 16, 48, 64, 96])
 def test_bad_page_ids_inside_length(page, kernel):
     """Block-table entries inside L that are not page ids (-1, num_blocks, 2^31 - 1): their keys
-    score 0 with a zero value row, in every loader (gather: 1, 3; TMA boxes: 16, 64)."""
+    score 0 with a zero value row, in every loader (gather: 1, 3; TMA boxes of gcd(page, 64) rows:
+    16, 48, 64, 96)."""
     failures, total = [], 0
     gen = torch.Generator(device=DEV).manual_seed(50 + page)
     rng = random.Random(page)

@@ -1,0 +1,366 @@
+/*
+ * wgmma_mix.cu: how fast do the tensor cores of one SM run the decode kernel's GEMM mix, by who
+ * issues what? (diagnostics for docs/perf-notes.md; GPU machine, sm_90a)
+ *
+ * No softmax, no TMA, no dependencies between warpgroups: each WG issues its own wgmma stream
+ * over resident shared memory (random bf16) for ITERS iterations, one CTA per SM on every SM, and
+ * the clock64 span of each WG is recorded. One iteration = two 64-key blocks (a pair).
+ *   0 seesaw   WG0, WG1: S = Q K^T (32 SS m64n64k16 + 4 RS from Q's RoPE tile in registers, as the
+ *              library's kernel) from its own stage, then two PV halves (m64n256k16 x 4 each, P from
+ *              smem, V MN-major out of both stages). Tensor work per pair = the library's.
+ *   1 swg      WG0 ("S warpgroup") holds Q's tiles 0-6 (64 x 448) as RS A fragments (112 registers)
+ *              and computes S for both blocks (56 RS + 16 SS m64n64k16); WG1 and WG2 each do the two
+ *              PV halves of their 256 columns. The same tensor work per pair, but S reads K and two
+ *              Q tiles from smem (88 KB a block instead of 136). Registers 184 / 160 / 160: all of
+ *              the 168 x 384 a CTA gets (ptxas puts accumulators at R24; O alone needs > 152).
+ *   2 s_ss1    WG0 only: S as in the seesaw (32 SS + 4 RS), both blocks.
+ *   3 s_rs1    WG0 only: S with Q tiles 0-7 RS (as swg).
+ *   4 pv1      WG0 only: the four PV halves of a pair.
+ *   5 pv2      WG0, WG1: two PV halves each (the pair's PV work).
+ *   6 s_ss2    WG0, WG1: one S (SS) each.
+ *   7 s_rs2    WG0, WG1: one S (as swg) each.
+ *   8 s_ss1w   mode 2 with the library's per-tile full-barrier test (an already completed barrier)
+ *              and wgmma.fence before each tile's 4 k-steps.
+ *   9 seesaw+f mode 0 while WG2's thread 0 streams 72 KB fills (9 bulk copies of 8 KB from a 4 MB
+ *              L2-resident buffer, one mbarrier per stage) into the K stages, back to back.
+ *  10 seesaw+t mode 9 with one 72 KB fill per 2200 clocks at most (the rate the kernel needs at peak).
+ * Printed: the median over CTAs of (last WG end - first WG start) / ITERS in SM clocks per pair,
+ * against 4352 clocks per pair at the dense peak (2048 bf16 FMA/clk/SM) for modes 0 and 1.
+ *
+ * Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc dev/wgmma_mix.cu -o build/wgmma_mix
+ */
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ptx_sm90.cuh"
+
+#define TILE 8192
+#define SQ 0
+#define SK0 (9 * TILE)
+#define SK1 (18 * TILE)
+#define SP (27 * TILE)
+#define SBAR (28 * TILE) /* mbarriers and counters */
+#define SMEM (28 * TILE + 2048)
+
+#define CK(x)                                                                                  \
+  do {                                                                                         \
+    cudaError_t e_ = (x);                                                                      \
+    if (e_ != cudaSuccess) {                                                                   \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
+      exit(2);                                                                                 \
+    }                                                                                          \
+  } while (0)
+
+#if FMLA_SM90_DEVICE
+/* S = Q K^T over one 64-key block (kStage: which K stage): kRs = 0 as the library (tiles 0-7 SS,
+ * tile 8 RS from q[128..143]), kRs = 1 all 36 k-steps RS from q[0..143]. */
+template <int kRs, int kPoll = 0>
+static __device__ __forceinline__ void s_block(float *s, uint32_t base, uint32_t kb, const uint32_t *q) {
+  asm volatile("" : "+r"(kb)); /* opaque per call: keeps ptxas from hoisting 36 descriptors into registers */
+  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(base + kb, 16, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int t = 0; t < 9; ++t) {
+    if (kPoll) {
+      while (!mbarrier_try_wait_parity(base + SBAR + 64, 0)) {
+      }
+      wgmma_fence();
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
+      if (kRs ? t < 7 : t == 8) /* kRs: Q tiles 0-6 from registers (q[0..111]), tiles 7-8 SS */
+        wgmma_m64n64k16_rs<0>(s, q + 16 * (t == 8 ? 0 : t) + 4 * kk, dk + off, t != 0 || kk != 0);
+      else
+        wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
+    }
+  }
+  wgmma_commit_group();
+}
+static __device__ __forceinline__ void pv_half(float *o, uint32_t base, uint32_t kb, int half) {
+  asm volatile("" : "+r"(kb));
+  const uint64_t dp = wgmma_desc_sw128(base + SP, 16, 1024);
+  const uint64_t dv = wgmma_desc_sw128(base + kb + half * 4 * TILE, TILE, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) wgmma_m64n256k16_ss<0, 0, 1>(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
+  wgmma_commit_group();
+}
+#endif
+
+
+#if FMLA_SM90_DEVICE
+static __device__ __forceinline__ void load_q(uint32_t base, int wt, uint32_t *q) {
+#pragma unroll
+  for (int i = 0; i < 112; ++i) q[i] = ld_shared_b32(base + SQ + ((i * 1031 + wt * 16) % (9 * TILE / 4)) * 4);
+}
+static __device__ __forceinline__ void finish(long long t0, int wt, long long *my, float acc, float *sink) {
+  const long long t1 = clock64();
+  if (wt == 0) {
+    my[0] = t0;
+    my[1] = t1;
+  }
+  if (acc == 12345.678f) sink[wt] = acc;
+}
+/* WG0 alone (modes 1-4): S all RS (1, 3), S as the library (2), or the four PV halves (4) */
+template <int MODE>
+static __device__ __forceinline__ void role_s(int iters, uint32_t base, int wt, long long *my, float *sink) {
+  float acc = 0.f;
+  if (MODE == 4) {
+    float o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    const long long t0 = clock64();
+#pragma unroll 1
+    for (int it = 0; it < iters; ++it) {
+      pv_half(o, base, SK0, 0);
+      pv_half(o, base, SK1, 0);
+      pv_half(o, base, SK0, 1);
+      pv_half(o, base, SK1, 1);
+      wgmma_wait<0>();
+    }
+    finish(t0, wt, my, (o[0] + o[127]), sink);
+    return;
+  }
+  uint32_t q[112];
+  load_q(base, wt, q);
+  float s[32];
+  uint32_t kb = SK0;
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int it = 0; it < 2 * iters; ++it) {
+    if (MODE == 2) s_block<0>(s, base, kb, q);
+    else if (MODE == 8) s_block<0, 1>(s, base, kb, q);
+    else s_block<1>(s, base, kb, q);
+    wgmma_wait<0>();
+    acc += s[0];
+    kb ^= SK0 ^ SK1;
+  }
+  finish(t0, wt, my, acc, sink);
+}
+/* WG1 / WG2 in mode 1: the PV halves of their 256 columns for both blocks */
+static __device__ __forceinline__ void role_pv(int iters, uint32_t base, int half, int wt, long long *my, float *sink) {
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    pv_half(o, base, SK0, half);
+    pv_half(o, base, SK1, half);
+    wgmma_wait<0>();
+  }
+  finish(t0, wt, my, (o[0] + o[127]), sink);
+}
+/* WG2's thread 0 in modes 9 and 10: 72 KB fills into the K stages until WG0 and WG1 are done. */
+static __device__ __forceinline__ void role_fill(uint32_t base, const uint8_t *src, int gap, long long *my,
+                                                 volatile uint32_t *done) {
+  const long long t0 = clock64();
+  long long next = t0;
+  uint32_t n = 0;
+  while (*done < 2) {
+    const int st = n & 1;
+    const uint32_t bar = base + SBAR + 8 * st;
+    if (gap)
+      while (clock64() < next) {
+      }
+    next += gap;
+    mbarrier_arrive_expect_tx(bar, 9 * TILE);
+    const uint8_t *g = src + (size_t)((n * 9 + blockIdx.x * 37) % 448) * TILE;
+    for (int t = 0; t < 9; ++t)
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                       base + (st ? SK1 : SK0) + t * TILE),
+                   "l"(g + t * TILE), "r"(TILE), "r"(bar)
+                   : "memory");
+    while (!mbarrier_try_wait_parity(bar, (n >> 1) & 1)) {
+    }
+    ++n;
+  }
+  my[0] = t0;
+  my[1] = (long long)n; /* fills done, not a clock */
+}
+/* WG0 and WG1 (modes 0, 5, 6, 7, 9, 10) */
+template <int MODE>
+static __device__ __forceinline__ void role_two(int iters, uint32_t base, int wg, int wt, long long *my, float *sink,
+                                                volatile uint32_t *done) {
+  float acc = 0.f;
+  if (MODE == 5) {
+    float o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    const long long t0 = clock64();
+#pragma unroll 1
+    for (int it = 0; it < iters; ++it) {
+      pv_half(o, base, SK0, wg);
+      pv_half(o, base, SK1, wg);
+      wgmma_wait<0>();
+    }
+    finish(t0, wt, my, (o[0] + o[127]), sink);
+    return;
+  }
+  uint32_t q[112];
+  load_q(base, wt, q);
+  const uint32_t kb = wg ? SK1 : SK0;
+  if (MODE == 0 || MODE == 9 || MODE == 10) {
+    float s[32], o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    const long long t0 = clock64();
+#pragma unroll 1
+    for (int it = 0; it < iters; ++it) {
+      s_block<0>(s, base, kb, q);
+      pv_half(o, base, SK0, wg);
+      pv_half(o, base, SK1, wg);
+      wgmma_wait<0>();
+      acc += s[0];
+    }
+    finish(t0, wt, my, acc + (o[0] + o[127]), sink);
+    if (wt == 0) atomicAdd((uint32_t *)done, 1u);
+    return;
+  }
+  float s[32];
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    if (MODE == 6) s_block<0>(s, base, kb, q);
+    else s_block<1>(s, base, kb, q);
+    wgmma_wait<0>();
+    acc += s[0];
+  }
+  finish(t0, wt, my, acc, sink);
+}
+#endif
+
+template <int MODE>
+__global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span, float *sink, const uint8_t *src) {
+#if FMLA_SM90_DEVICE
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t base = smem_u32(smem);
+  const int tid = threadIdx.x, wg = tid / 128, wt = tid % 128;
+  uint32_t rng = 0x9E3779B9u ^ (tid * 747796405u) ^ (blockIdx.x * 2891336453u);
+  for (int i = tid; i < 28 * TILE / 4; i += blockDim.x) { /* random bf16 pairs in about [-1, 1] */
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    const uint32_t lo = 0x3E00u + (rng & 0x1FFu) + ((rng >> 9) & 0x8000u);
+    const uint32_t hi = 0x3E00u + ((rng >> 10) & 0x1FFu) + ((rng >> 16) & 0x8000u);
+    ((uint32_t *)smem)[i] = lo | (hi << 16);
+  }
+  volatile uint32_t *done = (volatile uint32_t *)(smem + SBAR + 128);
+  if (tid == 0) {
+    mbarrier_init(base + SBAR, 1);      /* fill stage 0 */
+    mbarrier_init(base + SBAR + 8, 1);  /* fill stage 1 */
+    mbarrier_init(base + SBAR + 64, 1); /* mode 8: completed at once */
+    mbarrier_arrive(base + SBAR + 64);
+    *done = 0;
+    fence_proxy_async_shared_cta();
+  }
+  __syncthreads();
+  const bool wg0 = wg == 0;
+  long long *my = span + (blockIdx.x * 3 + wg) * 2;
+  if (MODE == 0 || (MODE >= 5 && MODE != 8)) { /* two issuing WGs: 232 / 232 / 40 */
+    if (wg < 2) {
+      setmaxnreg_inc<232>();
+      role_two<MODE>(iters, base, wg, wt, my, sink, done);
+    } else {
+      setmaxnreg_dec<40>();
+      if ((MODE == 9 || MODE == 10) && wt == 0) role_fill(base, src, MODE == 10 ? 2200 : 0, my, done);
+    }
+  } else if (MODE != 1) { /* one issuing WG: 232 / 40 / 40 */
+    if (wg0) {
+      setmaxnreg_inc<232>();
+      role_s<MODE>(iters, base, wt, my, sink);
+    } else {
+      setmaxnreg_dec<40>();
+    }
+  } else { /* the S warpgroup: 184 / 160 / 160 (all the 168 x 384 the CTA has) */
+    if (wg0) {
+      setmaxnreg_inc<184>();
+      role_s<MODE>(iters, base, wt, my, sink);
+    } else {
+      setmaxnreg_dec<160>();
+      if (MODE == 1) role_pv(iters, base, wg - 1, wt, my, sink);
+    }
+  }
+#endif
+}
+
+template <int MODE>
+static void run(const char *name, int nsm, int iters, int nwg, const uint8_t *src) {
+  long long *dspan;
+  float *dsink;
+  CK(cudaMalloc(&dspan, nsm * 3 * 2 * sizeof(long long)));
+  CK(cudaMalloc(&dsink, 512 * sizeof(float)));
+  CK(cudaMemset(dspan, 0, nsm * 3 * 2 * sizeof(long long)));
+  CK(cudaFuncSetAttribute(mix_kernel<MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  std::vector<double> per;
+  for (int rep = 0; rep < 5; ++rep) {
+    CK(cudaEventRecord(e0));
+    mix_kernel<MODE><<<nsm, 384, SMEM>>>(iters, dspan, dsink, src);
+    CK(cudaEventRecord(e1));
+    CK(cudaGetLastError());
+    CK(cudaEventSynchronize(e1));
+    float t;
+    CK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+    std::vector<long long> h(nsm * 6);
+    CK(cudaMemcpy(h.data(), dspan, h.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+    for (int c = 0; c < nsm; ++c) {
+      long long a = 0, b = 0;
+      for (int w = 0; w < nwg; ++w) {
+        const long long s0 = h[(c * 3 + w) * 2], s1 = h[(c * 3 + w) * 2 + 1];
+        if (w == 0 || s0 < a) a = s0;
+        if (w == 0 || s1 > b) b = s1;
+      }
+      per.push_back((double)(b - a) / iters);
+      if ((MODE == 9 || MODE == 10) && rep == 4 && c == 0)
+        printf("         CTA 0: %lld fills of 72 KB over %lld clk = %.1f B/clk\n", h[(c * 3 + 2) * 2 + 1], b - a,
+               (double)h[(c * 3 + 2) * 2 + 1] * 9 * TILE / (double)(b - a));
+    }
+  }
+  std::sort(ms.begin(), ms.end());
+  std::sort(per.begin(), per.end());
+  const double med = per[per.size() / 2];
+  /* FMA per pair by mode: S = 2 x 64*64*576, PV = 2 x 64*512*64 */
+  const double s_fma = 2.0 * 64 * 64 * 576, pv_fma = 2.0 * 64 * 512 * 64;
+  const double fma = (MODE <= 1 || MODE >= 9) ? s_fma + pv_fma : (MODE <= 3 || MODE >= 6) ? s_fma : pv_fma;
+  printf("%-8s clk/pair median %7.1f (p10 %7.1f p90 %7.1f)  %.1f%% of peak  kernel %.3f ms\n", name, med,
+         per[per.size() / 10], per[per.size() * 9 / 10], 100.0 * fma / 2048.0 / med, ms[ms.size() / 2]);
+  CK(cudaFree(dspan));
+  CK(cudaFree(dsink));
+}
+
+int main(int argc, char **argv) {
+  const int iters = argc > 1 ? atoi(argv[1]) : 2000;
+  int nsm;
+  CK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, 0));
+  printf("wgmma_mix: %d CTAs (one per SM), %d pairs each\n", nsm, iters);
+  uint8_t *src;
+  CK(cudaMalloc(&src, 448 * TILE + 9 * TILE));
+  CK(cudaMemset(src, 0x3C, 448 * TILE + 9 * TILE));
+  for (int round = 0; round < 2; ++round) {
+    run<0>("seesaw", nsm, iters, 2, src);
+    run<1>("swg", nsm, iters, 3, src);
+    run<2>("s_ss1", nsm, iters, 1, src);
+    run<3>("s_rs1", nsm, iters, 1, src);
+    run<4>("pv1", nsm, iters, 1, src);
+    run<5>("pv2", nsm, iters, 2, src);
+    run<6>("s_ss2", nsm, iters, 2, src);
+    run<7>("s_rs2", nsm, iters, 2, src);
+    run<8>("s_ss1w", nsm, iters, 1, src);
+    run<9>("seesaw+f", nsm, iters, 2, src);
+    run<10>("seesaw+t", nsm, iters, 2, src);
+  }
+  return 0;
+}

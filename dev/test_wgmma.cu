@@ -117,9 +117,9 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
   uint32_t q8[16];
   sm90_load_q8(sQ, r0, quad, true, q8);
   if (wg == 0)
-    sm90_qk<kFp16, 0>(s, sQ, kst, full0, 0, q8);
+    sm90_qk<kFp16, 0, 0>(s, sQ, kst, full0, 0, q8);
   else
-    sm90_qk<kFp16, 1>(s, sQ, kst, full0 + SM90_NTILES * 8, 0, q8);
+    sm90_qk<kFp16, 1, 0>(s, sQ, kst, full0 + SM90_NTILES * 8, 0, q8);
   wgmma_wait<0>();
   for (int k = 0; k < 32; ++k) fence_operand(s[k]);
   for (int c = 0; c < 8; ++c)
@@ -380,7 +380,7 @@ static int run_decode(const dcase &c, int verbose) {
   std::vector<double> sc, ref(512);
   std::vector<float> got(512);
   for (int i = 0; i < b; ++i) {
-    const int L = c.lens[i], ns = nsp[i + 1] - nsp[i];
+    const int L = c.lens[i], s0 = fmla_ns_slot(nsp.data(), b, i), ns = fmla_ns_slot(nsp.data(), b, i + 1) - s0;
     for (int t = 0; t < s_q; ++t)
       for (int h = 0; h < h_q; ++h) {
         const int hk = h / ng, r = t * ng + h % ng;
@@ -417,12 +417,12 @@ static int run_decode(const dcase &c, int verbose) {
           g_lse = lse[((size_t)i * h_q + h) * s_q + t];
         } else {
           float lk[64];
-          for (int k = 0; k < ns; ++k) lk[k] = la[((size_t)(nsp[i] + k) * h_kv + hk) * rows + r];
+          for (int k = 0; k < ns; ++k) lk[k] = la[((size_t)(s0 + k) * h_kv + hk) * rows + r];
           g_lse = fmla_merge_lse(lk, ns);
           for (int d = 0; d < 512; ++d) {
             float acc = 0;
             for (int k = 0; k < ns; ++k)
-              acc += fmla_merge_weight(lk[k], g_lse) * oa[(((size_t)(nsp[i] + k) * h_kv + hk) * rows + r) * 512 + d];
+              acc += fmla_merge_weight(lk[k], g_lse) * oa[(((size_t)(s0 + k) * h_kv + hk) * rows + r) * 512 + d];
             got[d] = acc;
           }
         }
@@ -444,7 +444,7 @@ static int run_decode(const dcase &c, int verbose) {
       }
   }
   int maxsplit = 0;
-  for (int i = 0; i < b; ++i) maxsplit = std::max(maxsplit, nsp[i + 1] - nsp[i]);
+  for (int i = 0; i < b; ++i) maxsplit = std::max(maxsplit, fmla_ns_slot(nsp.data(), b, i + 1) - fmla_ns_slot(nsp.data(), b, i));
   printf("decode %s b=%d s_q=%d h_q=%d h_kv=%d page=%d causal=%d parts=%d pad=%d badpage=%d lens=", fp16 ? "fp16" : "bf16", b,
          s_q, h_q, h_kv, page, c.causal, c.parts, c.pad, bad_i >= 0);
   for (int i = 0; i < b; ++i) printf("%d%s", c.lens[i], i + 1 < b ? "," : "");

@@ -173,9 +173,6 @@
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
 #endif
-#ifndef FMLA_SM90_MC_SPLIT /* 2-CTA TMA clusters: 1 = tiles 0-3 of both stages copied by CTA 0, 4-8 by CTA 1; */
-#define FMLA_SM90_MC_SPLIT 1 /* 0 = stage s by CTA s. H200: 1 measured neutral (perf-notes, tenth session)    */
-#endif
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
 #endif
@@ -350,17 +347,6 @@ static __device__ __forceinline__ void sm90_wait_full(uint32_t bar, uint32_t par
  * at a time as each tile's empty barrier lets it, and publish (before the stage's first tile) which
  * keys inside L sit on a page id outside [0, num_blocks): those are skipped (never read) and the
  * consumers treat them as zero keys. Pages past ceil(L/page) are never looked up. */
-/* In a 2-CTA cluster, the CTA that fills tile t of stage `stage` for both: CTA s fills stage s (TMA
- * and gather mode). FMLA_SM90_MC_SPLIT=1 (TMA only; a variant, measured neutral on the H200): tiles
- * 0-3 of every stage by CTA 0 and 4-8 by CTA 1, so both CTAs' TMA units fill each stage in parallel;
- * the consumers' release groups (V[:, 0:256] = tiles 0-3, V[:, 256:512] = 4-7, RoPE/P_B = 8) each
- * keep one owner. */
-template <int kG>
-static __device__ __forceinline__ uint32_t sm90_owner(int stage, int t) {
-  if (kG || !FMLA_SM90_MC_SPLIT) return (uint32_t)stage;
-  return t < 4 ? 0u : 1u;
-}
-
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
@@ -380,6 +366,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
    * page 0 instead (its keys are masked to zero as always; the host clusters only when
    * num_blocks > 0). A phase of zero bytes would complete on our own arrival and let us run a
    * second use ahead, past a phase our consumers have not seen yet. */
+  const uint32_t wait_base = mc && (uint32_t)stage != rank ? full : empty;
   if ((page & 63) == 0) { /* one 64-row box per tile */
     const int pidx = key0 / page;
     const int off = key0 - pidx * page;
@@ -388,8 +375,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      const bool mine = !mc || sm90_owner<0>(stage, t) == rank; /* this CTA copies the tile (for both) */
-      mbar_wait((mine ? empty : full) + t * 8, empty_parity, 'E');
+      mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
 #if FMLA_SM90_PROBE_NOLOAD /* single-CTA kernel only (FMLA_SM90_MCAST=0): zero-byte phases, see above */
@@ -398,8 +384,8 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
       const bool cp = ok || mc;
 #endif
       mbarrier_arrive_expect_tx(bar, cp ? SM90_TILE_BYTES : 0u);
-      if (mc) { /* 2-CTA cluster: the tile's owner copies it into both CTAs (the other only expects it) */
-        if (cp && mine)
+      if (mc) { /* 2-CTA cluster: stage s is copied by CTA s into both CTAs (the other only expects it) */
+        if (cp && (uint32_t)stage == rank)
           cp_async_bulk_tensor_4d_g2s_mc(kbase + t * SM90_TILE_BYTES, map, t * 64, hk, off, ok ? id : 0, bar,
                                          (uint16_t)3, policy);
       } else if (cp) {
@@ -437,12 +423,11 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
       const int t = sm90_tile_order(stage, j);
-      const bool mine = !mc || sm90_owner<0>(stage, t) == rank;
-      mbar_wait((mine ? empty : full) + t * 8, empty_parity, 'E');
+      mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
       mbarrier_arrive_expect_tx(bar, bytes);
-      if (!mine) continue; /* the other CTA copies this tile into both */
+      if (mc && (uint32_t)stage != rank) continue; /* the other CTA copies this stage into both */
 #pragma unroll
       for (int bx = 0; bx < 4; ++bx)
         if (okbits >> bx & 1) {
@@ -856,7 +841,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
        * inside the S chain instead makes ptxas serialize every wgmma: C7520.) */
       wgmma_wait<0>();
       sm90_fence_o(o);
-      sm90_release<kMc>(c.empty1, 0, 4, c.lane, sm90_owner<kG>(1, 0));
+      sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
       sm90_release_pb<kMc, kG>(c.empty1, c.lane);
       pend_b = false;
       SM90_TR(k, 15, c.wt == 0);
@@ -867,7 +852,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     if (n + 2 >= seg.hi && c.lane == 0) mbarrier_arrive(c.q_free); /* this warp's last Q read of the segment */
     sm90_fence_s(s);
     sm90_fence_o(o);
-    sm90_release<kMc>(c.empty0, 8, 1, c.lane, sm90_owner<kG>(0, 8)); /* the RoPE tile is dead after S */
+    sm90_release<kMc>(c.empty0, 8, 1, c.lane, 0); /* the RoPE tile is dead after S */
 
     float mx0, mx1;
     sm90_mask_scale(s, zm, n * 64, c.lim0, c.lim1, c.sl2, c.neg, c.quad, mx0, mx1);
@@ -911,7 +896,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
          * and give its tiles back, so the producer's next K_A load starts while we wait. */
         wgmma_wait<0>();
         sm90_fence_o(o);
-        sm90_release<kMc>(c.empty0, 0, 4, c.lane, sm90_owner<kG>(0, 0));
+        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
         a_l_back = true;
       }
       SM90_TR(k, 12, c.wt == 0);
@@ -941,7 +926,7 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       SM90_TR(k, 14, c.wt == 0);
       if (!a_l_back) {
         wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
-        sm90_release<kMc>(c.empty0, 0, 4, c.lane, sm90_owner<kG>(0, 0));
+        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
       }
       pend_b = true;
       ++pb;
@@ -949,13 +934,13 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
       m0 = ma0;
       m1 = ma1;
       wgmma_wait<0>();
-      sm90_release<kMc>(c.empty0, 0, 4, c.lane, sm90_owner<kG>(0, 0));
+      sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release<kMc>(c.empty1, 0, 4, c.lane, sm90_owner<kG>(1, 0));
+    sm90_release<kMc>(c.empty1, 0, 4, c.lane, 1);
     sm90_release_pb<kMc, kG>(c.empty1, c.lane);
   }
 }
@@ -988,7 +973,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     SM90_TR(k, 16, c.wt == 0);
     wgmma_wait<0>(); /* unconditional (a no-op without pend_b): ptxas must see O_R retired here (C7514) */
     if (pend_b) {
-      sm90_release<kMc>(c.empty1, 4, 4, c.lane, sm90_owner<kG>(1, 4));
+      sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
       sm90_release_pb<kMc, kG>(c.empty1, c.lane);
       pend_b = false;
     }
@@ -1047,7 +1032,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       wgmma_wait<0>();
       sm90_fence_o(o);
       SM90_TR(k, 23, c.wt == 0);
-      sm90_release<kMc>(c.empty0, 4, 4, c.lane, sm90_owner<kG>(0, 4));
+      sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
       if (flag) sm90_rescale(o, ab0, ab1);
       l0 = l0 * aa0 * ab0 + ps0;
@@ -1070,14 +1055,14 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       m1 = ma1;
       sm90_pv<kFp16>(o, c.sPA, c.sK0, 1);
       wgmma_wait<0>();
-      sm90_release<kMc>(c.empty0, 4, 4, c.lane, sm90_owner<kG>(0, 4));
+      sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
     }
   }
   wgmma_wait<0>();
   sm90_fence_o(o);
   if (pend_b) {
-    sm90_release<kMc>(c.empty1, 4, 4, c.lane, sm90_owner<kG>(1, 4));
+    sm90_release<kMc>(c.empty1, 4, 4, c.lane, 1);
     sm90_release_pb<kMc, kG>(c.empty1, c.lane);
   }
 }
@@ -1311,13 +1296,10 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
    * arrivals have then landed here, and so have our multicast copies into the other CTA (its
    * consumers read them before giving them back). The other CTA does the same for its stage. */
   if (kMc) {
+    const uint32_t uses = rank == 0 ? k : pb;
+    const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
 #pragma unroll 1
-    for (int st = 0; st < 2; ++st) {
-      const uint32_t uses = st == 0 ? k : pb;
-#pragma unroll 1
-      for (int t = 0; t < SM90_NTILES; ++t)
-        if (sm90_owner<0>(st, t) == rank) mbar_wait(empty0 + (st * SM90_NTILES + t) * 8, (uses & 1) ^ 1, 'E');
-    }
+    for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
   }
 }
 
@@ -1394,8 +1376,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
      * 2-CTA cluster the stage this CTA copies for both (stage = rank) counts both CTAs' warps */
     for (int t = 0; t < 2 * SM90_NTILES; ++t) {
       const bool pb_tile = t == SM90_NTILES + SM90_P_B_TILE; /* gather mode: each CTA's own in a cluster too */
-      const bool owner = rank == sm90_owner<kGather>(t / SM90_NTILES, t % SM90_NTILES);
-      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (pb_tile ? 8 : 4) * (kMc && owner && !(kGather && pb_tile) ? 2 : 1));
+      mbarrier_init(sbase + SM90_OFF_EMPTY + t * 8, (pb_tile ? 8 : 4) *
+                                                        (kMc && rank == (uint32_t)(t / SM90_NTILES) && !(kGather && pb_tile) ? 2 : 1));
     }
     if (kMc)
       for (int z = 0; z < 4; ++z) ((uint64_t *)(smem + SM90_OFF_ZMASK_MC))[z] = 0;

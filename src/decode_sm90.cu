@@ -173,6 +173,9 @@
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
 #endif
+#ifndef FMLA_SM90_S1_FREED_FIRST /* variant: stage 1 filled and read as tiles 4-7, 0-3, 8 (V[:, 256:512] is */
+#define FMLA_SM90_S1_FREED_FIRST 0 /* given back first, by WG1); 0 = 0..8                                      */
+#endif
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
 #endif
@@ -328,6 +331,7 @@ static __device__ __forceinline__ uint64_t sm90_key_mask(int a, int b) {
 /* Column tiles of stage s in the order the producer fills them and S reads them: stage 0 starts
  * with the RoPE tile, the first one its consumers give back (right after S_A). */
 static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
+  if (FMLA_SM90_S1_FREED_FIRST && stage == 1) return j < 4 ? j + 4 : (j < 8 ? j - 4 : 8);
   return stage == 0 ? (j == 0 ? 8 : j - 1) : j;
 }
 
@@ -575,7 +579,8 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
-    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1) : j; /* sm90_tile_order, as a constant */
+    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1)
+                              : (FMLA_SM90_S1_FREED_FIRST ? (j < 4 ? j + 4 : (j < 8 ? j - 4 : 8)) : j); /* sm90_tile_order */
     sm90_wait_full<kG>(full + t * 8, parity);
     /* Gather mode in a 2-CTA cluster: the CTA that gathered this stage sends each tile on to the
      * other CTA as soon as it is full here (stage 1's RoPE tile excepted: P_B overwrites it, and
@@ -983,7 +988,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     if (has_b) {
       const uint32_t par1 = pb & 1;
       float s[32];
-      mbar_wait(c.full1, par1, 'F');
+      mbar_wait(c.full1 + sm90_tile_order(1, 0) * 8, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(1, pb)];
       sm90_qk<kFp16, 1, kG>(s, c.sQ, c.sK1, c.full1, par1, q8, kMc && c.rank == 1 && c.wt == 0, 0);

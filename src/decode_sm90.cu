@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.13): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.14): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -173,8 +173,8 @@
 #ifndef FMLA_SM90_MCAST /* M tiles in pairs as 2-CTA clusters: each K tile read once, TMA multicast into both */
 #define FMLA_SM90_MCAST 1
 #endif
-#ifndef FMLA_SM90_S1_FREED_FIRST /* variant: stage 1 filled and read as tiles 4-7, 0-3, 8 (V[:, 256:512] is */
-#define FMLA_SM90_S1_FREED_FIRST 0 /* given back first, by WG1); 0 = 0..8                                      */
+#ifndef FMLA_SM90_FREED_FIRST /* 128-row TMA clusters fill and read stage 1 as tiles 4-7, 0-3, 8 (v6.14) */
+#define FMLA_SM90_FREED_FIRST 1
 #endif
 #ifndef FMLA_SM90_GATHER_MC /* gather mode, M tiles in pairs: each CTA gathers one stage, sends it to the other */
 #define FMLA_SM90_GATHER_MC 1
@@ -330,8 +330,9 @@ static __device__ __forceinline__ uint64_t sm90_key_mask(int a, int b) {
 
 /* Column tiles of stage s in the order the producer fills them and S reads them: stage 0 starts
  * with the RoPE tile, the first one its consumers give back (right after S_A). */
+template <int kFF = 0>
 static __device__ __forceinline__ int sm90_tile_order(int stage, int j) {
-  if (FMLA_SM90_S1_FREED_FIRST && stage == 1) return j < 4 ? j + 4 : (j < 8 ? j - 4 : 8);
+  if (kFF && stage == 1) return j < 4 ? j + 4 : (j < 8 ? j - 4 : 8); /* kFF: freed first (v6.14) */
   return stage == 0 ? (j == 0 ? 8 : j - 1) : j;
 }
 
@@ -351,6 +352,7 @@ static __device__ __forceinline__ void sm90_wait_full(uint32_t bar, uint32_t par
  * at a time as each tile's empty barrier lets it, and publish (before the stage's first tile) which
  * keys inside L sit on a page id outside [0, num_blocks): those are skipped (never read) and the
  * consumers treat them as zero keys. Pages past ceil(L/page) are never looked up. */
+template <int kFF = 0>
 static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_params &p, const CUtensorMap *map,
                                                           int i, int hk, int n, int L, int stage, uint32_t use,
                                                           uint32_t kbase, uint32_t full, uint32_t empty,
@@ -378,7 +380,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
     const bool ok = (unsigned)id < (unsigned)p.num_blocks;
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
-      const int t = sm90_tile_order(stage, j);
+      const int t = sm90_tile_order<kFF>(stage, j);
       mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = ok ? 0ull : sm90_key_mask(0, in_len);
       const uint32_t bar = full + t * 8;
@@ -426,7 +428,7 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
     const uint32_t bytes = (uint32_t)__popc(okbits) * box_bytes;
 #pragma unroll 1
     for (int j = 0; j < SM90_NTILES; ++j) {
-      const int t = sm90_tile_order(stage, j);
+      const int t = sm90_tile_order<kFF>(stage, j);
       mbar_wait(wait_base + t * 8, empty_parity, 'E');
       if (j == 0) *zmask_slot = zm;
       const uint32_t bar = full + t * 8;
@@ -572,7 +574,7 @@ static __device__ __forceinline__ void sm90_release(uint32_t empty, int first, i
 /* S = Q K^T over all 64 keys of one stage: 9 tiles x 4 k-steps of m64n64k16, tiles in the stage's
  * fill order, each tile's full barrier waited just before its k-steps. Q tile t and K tile t are
  * both K-major (k-step kk is +32 bytes inside the 128-byte row); SBO = 1024 (next 8 rows). */
-template <int kFp16, int kStage, int kG>
+template <int kFp16, int kStage, int kG, int kFF = 0>
 static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t kbase, uint32_t full, uint32_t parity,
                                               const uint32_t *q8, bool push = false, uint32_t peer = 0) {
   const uint64_t dq = wgmma_desc_sw128(sQ, 16, 1024);
@@ -580,7 +582,7 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
     const int t = kStage == 0 ? (j == 0 ? 8 : j - 1)
-                              : (FMLA_SM90_S1_FREED_FIRST ? (j < 4 ? j + 4 : (j < 8 ? j - 4 : 8)) : j); /* sm90_tile_order */
+                              : (kFF ? (j < 4 ? j + 4 : (j < 8 ? j - 4 : 8)) : j); /* sm90_tile_order<kFF> */
     sm90_wait_full<kG>(full + t * 8, parity);
     /* Gather mode in a 2-CTA cluster: the CTA that gathered this stage sends each tile on to the
      * other CTA as soon as it is full here (stage 1's RoPE tile excepted: P_B overwrites it, and
@@ -965,7 +967,7 @@ static __device__ __forceinline__ void sm90_wg1_take_pa(const sm90_ctx &c, uint3
 }
 
 /* WG1 over one segment: S of every B block, O[:, 256:512]. Same counters as WG0. */
-template <int kFp16, int kMc, int kG>
+template <int kFp16, int kMc, int kG, int kFF>
 static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const sm90_segment &seg, float *o,
                                                         const uint32_t *q8,
                                                         float &m0, float &m1, float &l0, float &l1, uint32_t &k,
@@ -988,10 +990,10 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
     if (has_b) {
       const uint32_t par1 = pb & 1;
       float s[32];
-      mbar_wait(c.full1 + sm90_tile_order(1, 0) * 8, par1, 'F');
+      mbar_wait(c.full1 + sm90_tile_order<kFF>(1, 0) * 8, par1, 'F');
       SM90_TR(k, 18, c.wt == 0);
       const uint64_t zm = c.zmask[sm90_zmask_idx<kMc>(1, pb)];
-      sm90_qk<kFp16, 1, kG>(s, c.sQ, c.sK1, c.full1, par1, q8, kMc && c.rank == 1 && c.wt == 0, 0);
+      sm90_qk<kFp16, 1, kG, kFF>(s, c.sQ, c.sK1, c.full1, par1, q8, kMc && c.rank == 1 && c.wt == 0, 0);
       /* While S_B runs: take P_A and m_A, rescale O_R to m_A and queue PV_A_R behind S_B, so the
        * tensor cores have PV_A_R to run during this WG's softmax of B (O_R is free: the previous
        * PV_B_R retired at the loop top). */
@@ -1072,7 +1074,7 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
   }
 }
 
-template <int kFp16, int kMc, int kG>
+template <int kFp16, int kMc, int kG, int kFF>
 static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p, uint8_t *smem, int q_tma) {
   const int tid = threadIdx.x; /* 0..255 */
   const int wg = tid >> 7, warp = (tid >> 5) & 3;
@@ -1163,7 +1165,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
     if (wg == 0)
       sm90_wg0_segment<kFp16, kMc, kG>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     else
-      sm90_wg1_segment<kFp16, kMc, kG>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
+      sm90_wg1_segment<kFp16, kMc, kG, kFF>(c, seg, o, q8, m0, m1, l0, l1, k, pb);
     SM90_CT(ts + 2, clock64());
 
     /* Epilogue: row sums over the quad and the two WGs (both WGs hold the same m), then O / l. */
@@ -1261,7 +1263,7 @@ static __device__ __forceinline__ void sm90_produce_q(const fmla_kernel_params &
     cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
 }
 
-template <int kFp16, int kMc>
+template <int kFp16, int kMc, int kFF>
 static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p, const CUtensorMap *map,
                                                      const CUtensorMap *qmap, int q_tma, uint8_t *smem) {
   const int hk = blockIdx.y;
@@ -1283,11 +1285,11 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
     if (q_tma && seg.lo < seg.hi) sm90_produce_q<0>(p, qmap, sbase, hk, i, nq++, policy);
     for (int n = seg.lo; n < seg.hi; n += 2, ++k) {
       SM90_TR(k, 0, true);
-      sm90_produce_block(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[sm90_zmask_idx<kMc>(0, k)], policy,
+      sm90_produce_block<kFF>(p, map, i, hk, n, seg.L, 0, k, sK, full0, empty0, &zmask[sm90_zmask_idx<kMc>(0, k)], policy,
                          k, kMc, rank);
       SM90_TR(k, 1, true);
       if (n + 1 < seg.hi) {
-        sm90_produce_block(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
+        sm90_produce_block<kFF>(p, map, i, hk, n + 1, seg.L, 1, pb, sK + SM90_STAGE_BYTES, full0 + SM90_NTILES * 8,
                            empty0 + SM90_NTILES * 8, &zmask[sm90_zmask_idx<kMc>(1, pb)], policy, k, kMc,
                            rank);
         SM90_TR(k, 3, true);
@@ -1357,7 +1359,8 @@ static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_pa
 
 #endif /* FMLA_SM90_DEVICE */
 
-template <int kFp16, int kMc, int kGather = 0> /* kGather: page sizes TMA cannot box (single-CTA only) */
+/* kGather: page sizes TMA cannot box; kFF (v6.14, TMA clusters of 128 rows): stage 1 in freed-first order */
+template <int kFp16, int kMc, int kGather = 0, int kFF = 0>
 __global__ void __launch_bounds__(SM90_THREADS, 1)
     fmla_decode_sm90_kernel(const __grid_constant__ fmla_kernel_params p, const __grid_constant__ CUtensorMap tmap_k,
                             const __grid_constant__ CUtensorMap tmap_q, int q_tma) {
@@ -1417,10 +1420,10 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     if (kGather)
       sm90_producer_gather<kMc>(p, &tmap_q, q_tma, smem, (int)threadIdx.x - SM90_CONSUMER_THREADS);
     else if (threadIdx.x == SM90_CONSUMER_THREADS)
-      sm90_producer<kFp16, kMc>(p, &tmap_k, &tmap_q, q_tma, smem);
+      sm90_producer<kFp16, kMc, kFF>(p, &tmap_k, &tmap_q, q_tma, smem);
   } else {
     setmaxnreg_inc<232>();
-    sm90_consumer<kFp16, kMc, kGather>(p, smem, q_tma);
+    sm90_consumer<kFp16, kMc, kGather, kFF>(p, smem, q_tma);
   }
 #endif
 }
@@ -2002,6 +2005,14 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   const int gather = sm90_gather_mode(p);
   const bool pairs = FMLA_SM90_MCAST && p->num_m_blocks % 2 == 0 &&
                      (long long)sm90_max_clusters<kFp16>(device) * 2 >= (long long)grid.x * grid.y * grid.z;
+  /* v6.14: with one cluster per KV head (128 rows), stage 1 is filled and read freed-first (tiles
+   * 4-7, which WG1 gives back ~480 clk before WG0 gives back 0-3, then 0-3, then P_B's tile): H200
+   * 2-4% faster there; with two clusters (256 rows) it measured neutral to slower (perf-notes). */
+  if (pairs && !gather && p->num_blocks > 0 && FMLA_SM90_FREED_FIRST && p->num_m_blocks == 2) {
+    static std::atomic<unsigned long long> attr_set_ff{0};
+    return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1, 0, 1>, &attr_set_ff, grid, SM90_THREADS,
+                              SM90_SMEM_BYTES, device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+  }
   if (pairs && !gather && p->num_blocks > 0)
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);

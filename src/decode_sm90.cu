@@ -80,6 +80,11 @@
  * gives V_A[:, 0:256] back before it waits. Both start the producer's next K loads sooner: ~10-15%
  * on the 64/128-row cases (same-run A/B, H200).
  *
+ * v6.14: in a 2-CTA cluster that holds all the M tiles of a KV head (128 rows), stage 1 is filled and
+ * read in freed-first order (tiles 4-7, which WG1 gives back first, then 0-3, then the P_B tile; the
+ * kFF instance), so the K_B refill that sets the pair's period starts ~480 clk sooner (H200: -1 to
+ * -7% on those shapes; neutral to slower with two clusters per KV head, which keep 0..8).
+ *
  * Fine-grained release: every 8 KB column tile of a K stage has its own "full" (TMA bytes) and
  * "empty" (consumer arrivals) mbarrier, so the producer refills a tile as soon as its last
  * reader is done: stage 0 tile 8 (RoPE) right after S_A (the S loop of stage 0 starts at tile 8

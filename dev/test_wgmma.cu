@@ -40,14 +40,7 @@ extern "C" flash_mla_status_t fmla_set_error(flash_mla_status_t status, const ch
 }
 extern "C" void fmla_clear_error(void) { g_err[0] = 0; }
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));        \
-      exit(2);                                                                                  \
-    }                                                                                           \
-  } while (0)
+#include "cuda_check.h"
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* uniform in [-1, 1) */

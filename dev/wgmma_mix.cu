@@ -47,14 +47,7 @@
 #define SBAR (28 * TILE) /* mbarriers and counters */
 #define SMEM (28 * TILE + 2048)
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-      exit(2);                                                                                 \
-    }                                                                                          \
-  } while (0)
+#include "cuda_check.h"
 
 #if FMLA_SM90_DEVICE
 /* S = Q K^T over one 64-key block (kStage: which K stage): kRs = 0 as the library (tiles 0-7 SS,
@@ -108,24 +101,31 @@ static __device__ __forceinline__ void finish(long long t0, int wt, long long *m
   }
   if (acc == 12345.678f) sink[wt] = acc;
 }
+/* PV halves first .. first + kN - 1 (256 columns each) over both blocks per pair: WG1 / WG2 in mode 1
+ * (one half each), WG0 in mode 4 (both halves), WG0 / WG1 in mode 5 (one half each). */
+template <int kN>
+static __device__ __forceinline__ void role_pv(int iters, uint32_t base, int first, int wt, long long *my, float *sink) {
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+#pragma unroll
+    for (int h = 0; h < kN; ++h) {
+      pv_half(o, base, SK0, first + h);
+      pv_half(o, base, SK1, first + h);
+    }
+    wgmma_wait<0>();
+  }
+  finish(t0, wt, my, (o[0] + o[127]), sink);
+}
 /* WG0 alone (modes 1-4): S all RS (1, 3), S as the library (2), or the four PV halves (4) */
 template <int MODE>
 static __device__ __forceinline__ void role_s(int iters, uint32_t base, int wt, long long *my, float *sink) {
   float acc = 0.f;
   if (MODE == 4) {
-    float o[128];
-#pragma unroll
-    for (int i = 0; i < 128; ++i) o[i] = 0.f;
-    const long long t0 = clock64();
-#pragma unroll 1
-    for (int it = 0; it < iters; ++it) {
-      pv_half(o, base, SK0, 0);
-      pv_half(o, base, SK1, 0);
-      pv_half(o, base, SK0, 1);
-      pv_half(o, base, SK1, 1);
-      wgmma_wait<0>();
-    }
-    finish(t0, wt, my, (o[0] + o[127]), sink);
+    role_pv<2>(iters, base, 0, wt, my, sink);
     return;
   }
   uint32_t q[112];
@@ -143,20 +143,6 @@ static __device__ __forceinline__ void role_s(int iters, uint32_t base, int wt, 
     kb ^= SK0 ^ SK1;
   }
   finish(t0, wt, my, acc, sink);
-}
-/* WG1 / WG2 in mode 1: the PV halves of their 256 columns for both blocks */
-static __device__ __forceinline__ void role_pv(int iters, uint32_t base, int half, int wt, long long *my, float *sink) {
-  float o[128];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) o[i] = 0.f;
-  const long long t0 = clock64();
-#pragma unroll 1
-  for (int it = 0; it < iters; ++it) {
-    pv_half(o, base, SK0, half);
-    pv_half(o, base, SK1, half);
-    wgmma_wait<0>();
-  }
-  finish(t0, wt, my, (o[0] + o[127]), sink);
 }
 /* WG2's thread 0 in modes 9 and 10: 72 KB fills into the K stages until WG0 and WG1 are done. */
 static __device__ __forceinline__ void role_fill(uint32_t base, const uint8_t *src, int gap, long long *my,
@@ -191,17 +177,7 @@ static __device__ __forceinline__ void role_two(int iters, uint32_t base, int wg
                                                 volatile uint32_t *done) {
   float acc = 0.f;
   if (MODE == 5) {
-    float o[128];
-#pragma unroll
-    for (int i = 0; i < 128; ++i) o[i] = 0.f;
-    const long long t0 = clock64();
-#pragma unroll 1
-    for (int it = 0; it < iters; ++it) {
-      pv_half(o, base, SK0, wg);
-      pv_half(o, base, SK1, wg);
-      wgmma_wait<0>();
-    }
-    finish(t0, wt, my, (o[0] + o[127]), sink);
+    role_pv<1>(iters, base, wg, wt, my, sink);
     return;
   }
   uint32_t q[112];
@@ -286,7 +262,7 @@ __global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span,
       role_s<MODE>(iters, base, wt, my, sink);
     } else {
       setmaxnreg_dec<160>();
-      if (MODE == 1) role_pv(iters, base, wg - 1, wt, my, sink);
+      if (MODE == 1) role_pv<1>(iters, base, wg - 1, wt, my, sink);
     }
   }
 #endif

@@ -463,7 +463,7 @@ static int run_decode(const dcase &c, int verbose) {
 /* Median over pairs of (slot time of pair k) - (WG0's loop top of pair k): where each step of a pair
  * happens, in SM clocks, for CTAs 0 and 1. Slots: the SM90_TR calls in src/decode_sm90.cu. */
 static void print_trace(int npairs) {
-  static long long tr[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
+  static long long tr[4][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
   CK(cudaMemcpyFromSymbol(tr, g_sm90_trace, sizeof tr));
   static const char *names[SM90_TRACE_SLOTS] = {
       "P  before stage0 block", "P  stage0 all 9 issued", "", "P  stage1 all 9 issued",
@@ -474,11 +474,16 @@ static void print_trace(int npairs) {
       "W0 softmax A exp done", "W0 P_A stored", "W0 fence.proxy.async done", "W0 bar.sync WG0 done",
       "W1 softmax B exp done", "W1 P_B stored", "W1 fence.proxy.async done", "W1 bar.red.or done"};
   const int hi = npairs < SM90_TRACE_PAIRS ? npairs - 2 : SM90_TRACE_PAIRS - 2, lo = 8;
-  for (int cta = 0; cta < 2; ++cta) {
+  for (int cta = 0; cta < 4; ++cta) { /* CTAs 2-3 (the second cluster) exist with 256 rows only */
+    bool any = false;
+    for (int k = lo; k < hi && !any; ++k) any = tr[cta][k][8] != 0;
+    if (!any) continue;
     printf("trace CTA %d: median over pairs %d..%d of (slot time - W0 loop top of the same pair), SM clocks\n", cta, lo,
            hi);
     std::vector<long long> per;
-    for (int k = lo; k < hi; ++k) per.push_back(tr[cta][k + 1][8] - tr[cta][k][8]);
+    for (int k = lo; k < hi; ++k) /* pairs this CTA recorded (a part may hold fewer than npairs) */
+      if (tr[cta][k][8] && tr[cta][k + 1][8]) per.push_back(tr[cta][k + 1][8] - tr[cta][k][8]);
+    if (per.empty()) continue;
     std::sort(per.begin(), per.end());
     printf("  pair period (W0 loop top to next): median %lld, p10 %lld, p90 %lld\n", per[per.size() / 2],
            per[per.size() / 10], per[per.size() * 9 / 10]);

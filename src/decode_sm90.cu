@@ -202,18 +202,18 @@
 #define FMLA_SM90_PROBE_NOFENCE 0  /* mode's consumers skip the proxy fence after their K-tile waits (its cost)     */
 #endif
 /* FMLA_SM90_TRACE=1 (diagnostics: dev/test_wgmma.cu trace): clock64 stamps of the 64-row kernel's
- * schedule steps per pair, for CTAs (0..1, 0, 0), into g_sm90_trace [cta][pair][slot]. Off in the
- * library (the macro compiles to nothing). */
+ * schedule steps per pair, for CTAs (0..3, 0, 0) (both clusters of a 256-row KV head), into
+ * g_sm90_trace [cta][pair][slot]. Off in the library (the macro compiles to nothing). */
 #ifndef FMLA_SM90_TRACE
 #define FMLA_SM90_TRACE 0
 #endif
 #if FMLA_SM90_TRACE
 #define SM90_TRACE_PAIRS 512
 #define SM90_TRACE_SLOTS 32
-__device__ long long g_sm90_trace[2][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
+__device__ long long g_sm90_trace[4][SM90_TRACE_PAIRS][SM90_TRACE_SLOTS];
 #define SM90_TR(k, slot, cond)                                                                                \
   do {                                                                                                      \
-    if ((cond) && blockIdx.y == 0 && blockIdx.z == 0 && blockIdx.x < 2 && (unsigned)(k) < SM90_TRACE_PAIRS) \
+    if ((cond) && blockIdx.y == 0 && blockIdx.z == 0 && blockIdx.x < 4 && (unsigned)(k) < SM90_TRACE_PAIRS) \
       g_sm90_trace[blockIdx.x][k][slot] = clock64();                                                        \
   } while (0)
 /* Per-CTA stamps (thread 0): [0] globaltimer at entry, [1] clock64 at entry, [2] globaltimer at the

@@ -407,8 +407,8 @@ static __device__ __forceinline__ void sm90_produce_block(const fmla_kernel_para
   } else {
     /* Boxes of g = gcd(page, 64) rows (16 or 32: pages 16, 32, 48, 80, 96, ...; the host sends
      * smaller g to gather mode): a box never straddles a page, 64 / g boxes per tile. */
-    const int g = page & -page;
-    const int nbox = 64 / g; /* 2 or 4 */
+    const int g = page & -page; /* sm90_box_rows(page) below 64: 16 or 32 here */
+    const int nbox = 64 / g;    /* 4 or 2 */
     int ids[4], offs[4]; /* fully unrolled loops below: stays in registers */
     uint32_t okbits = 0; /* boxes to copy: valid pages (in a cluster every page inside L, bad ones from page 0) */
     uint64_t zm = 0;
@@ -586,8 +586,7 @@ static __device__ __forceinline__ void sm90_qk(float *s, uint32_t sQ, uint32_t k
   const uint64_t dk = wgmma_desc_sw128(kbase, 16, 1024);
 #pragma unroll
   for (int j = 0; j < SM90_NTILES; ++j) {
-    const int t = kStage == 0 ? (j == 0 ? 8 : j - 1)
-                              : (kFF ? (j < 4 ? j + 4 : (j < 8 ? j - 4 : 8)) : j); /* sm90_tile_order<kFF> */
+    const int t = sm90_tile_order<kFF>(kStage, j); /* a constant: both arguments are */
     sm90_wait_full<kG>(full + t * 8, parity);
     /* Gather mode in a 2-CTA cluster: the CTA that gathered this stage sends each tile on to the
      * other CTA as soon as it is full here (stage 1's RoPE tile excepted: P_B overwrites it, and
@@ -1268,6 +1267,17 @@ static __device__ __forceinline__ void sm90_produce_q(const fmla_kernel_params &
     cp_async_bulk_tensor_5d_g2s(sbase + SM90_OFF_Q + t * SM90_TILE_BYTES, qmap, t * 64, g0, hk, t0, i, qf, policy);
 }
 
+/* 2-CTA cluster exit (TMA and gather producers): the other CTA's consumers give the stage this CTA
+ * fills (stage = rank) back on this CTA's empty barriers, so this CTA (its shared memory) must
+ * outlive their last remote arrival. Wait, as if for one more fill, until every tile of the stage
+ * has been given back by both CTAs after its last use (uses = that stage's use count). */
+static __device__ __forceinline__ void sm90_cluster_exit_wait(uint32_t empty0, uint32_t rank, uint32_t k, uint32_t pb) {
+  const uint32_t uses = rank == 0 ? k : pb;
+  const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
+#pragma unroll 1
+  for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
+}
+
 template <int kFp16, int kMc, int kFF>
 static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p, const CUtensorMap *map,
                                                      const CUtensorMap *qmap, int q_tma, uint8_t *smem) {
@@ -1302,17 +1312,9 @@ static __device__ __forceinline__ void sm90_producer(const fmla_kernel_params &p
       }
     }
   }
-  /* 2-CTA cluster: the other CTA's consumers give the stage we copy back on our empty barriers, so
-   * this CTA (its shared memory) must outlive their last remote arrival. Wait, as if for one more
-   * fill, until every tile of our stage has been given back by both CTAs after its last use: those
-   * arrivals have then landed here, and so have our multicast copies into the other CTA (its
-   * consumers read them before giving them back). The other CTA does the same for its stage. */
-  if (kMc) {
-    const uint32_t uses = rank == 0 ? k : pb;
-    const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
-#pragma unroll 1
-    for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
-  }
+  /* Once those arrivals have landed, so have our multicast copies into the other CTA (its consumers
+   * read them before giving them back). The other CTA does the same for its stage. */
+  if (kMc) sm90_cluster_exit_wait(empty0, rank, k, pb);
 }
 
 /* Gather mode: the 128 producer-warpgroup threads walk the part like sm90_producer and gather each
@@ -1354,12 +1356,7 @@ static __device__ __forceinline__ void sm90_producer_gather(const fmla_kernel_pa
     }
   }
   /* 2-CTA cluster: as in sm90_producer, outlive the other CTA's last arrivals on the stage we send. */
-  if (kMc && wt == 0) {
-    const uint32_t uses = rank == 0 ? k : pb;
-    const uint32_t empty = empty0 + rank * SM90_NTILES * 8;
-#pragma unroll 1
-    for (int t = 0; t < SM90_NTILES; ++t) mbar_wait(empty + t * 8, (uses & 1) ^ 1, 'E');
-  }
+  if (kMc && wt == 0) sm90_cluster_exit_wait(empty0, rank, k, pb);
 }
 
 #endif /* FMLA_SM90_DEVICE */
@@ -1800,6 +1797,7 @@ static PFN_cuTensorMapEncodeTiled_v12000 sm90_load_encode_fn(void) {
 
 /* Byte stride of a TMA dimension: a multiple of 16 and below 2^40. A dimension of extent 1 is
  * never stepped, so any legal value stands in for whatever the caller passed. */
+
 /* Rows of one K box: gcd(page, 64), the largest run of keys of a 64-key block that never straddles
  * a page (pages of 64k: 64; 16, 48, 80, ...: 16; 32, 96, ...: 32). Below 16 (1, 8, 24, ...) the
  * kernels gather instead (sm90_gather_mode). */
@@ -2013,14 +2011,15 @@ static flash_mla_status_t sm90_launch(const fmla_kernel_params *p, const CUtenso
   /* v6.14: with one cluster per KV head (128 rows), stage 1 is filled and read freed-first (tiles
    * 4-7, which WG1 gives back ~480 clk before WG0 gives back 0-3, then 0-3, then P_B's tile): H200
    * 2-4% faster there; with two clusters (256 rows) it measured neutral to slower (perf-notes). */
-  if (pairs && !gather && p->num_blocks > 0 && FMLA_SM90_FREED_FIRST && p->num_m_blocks == 2) {
-    static std::atomic<unsigned long long> attr_set_ff{0};
-    return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1, 0, 1>, &attr_set_ff, grid, SM90_THREADS,
-                              SM90_SMEM_BYTES, device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
-  }
-  if (pairs && !gather && p->num_blocks > 0)
+  if (pairs && !gather && p->num_blocks > 0) {
+    if (FMLA_SM90_FREED_FIRST && p->num_m_blocks == 2) {
+      static std::atomic<unsigned long long> attr_set_ff{0};
+      return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1, 0, 1>, &attr_set_ff, grid, SM90_THREADS,
+                                SM90_SMEM_BYTES, device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+    }
     return sm90_launch_kernel(fmla_decode_sm90_kernel<kFp16, 1>, &attr_set_mc, grid, SM90_THREADS, SM90_SMEM_BYTES,
                               device, stream, "kernel", 2, *p, *map, qc.map, qc.ok);
+  }
   /* Each CTA gathers one stage and sends it on (v6.12): it halves the gather, but a receiver waits
    * for the sender's S to reach each tile. That pays where the gather sets the pace (random rows of
    * pages of 1-4 tokens), not from page 8 up (H200, perf-notes ninth session). */

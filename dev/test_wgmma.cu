@@ -468,11 +468,11 @@ static void print_trace(int npairs) {
   static const char *names[SM90_TRACE_SLOTS] = {
       "P  before stage0 block", "P  stage0 all 9 issued", "", "P  stage1 all 9 issued",
       "P  stage0 1st tile issued", "P  stage0 tile j=4 issued", "P  stage1 1st tile issued", "P  stage1 tile j=4 issued",
-      "W0 loop top", "W0 stage0 tile8 full", "W0 S_A done", "W0 P_A published", "W0 before PB wait", "W0 PB acquired",
+      "W0 loop top", "W0 stage0 tile8 full", "W0 S_A done", "W0 P_A published", "W0 m_B acquired", "W0 PB acquired",
       "W0 PV_B_L issued", "W0 prev PV_B_L done+rel", "W1 loop top", "W1 prev PV_B_R done+rel", "W1 stage1 1st full",
       "W1 S_B done", "W1 took P_A", "W1 P_B published", "W1 PV_B_R issued", "W1 PV_A_R done+rel",
       "W0 softmax A exp done", "W0 P_A stored", "W0 fence.proxy.async done", "W0 bar.sync WG0 done",
-      "W1 softmax B exp done", "W1 P_B stored", "W1 fence.proxy.async done", "W1 bar.red.or done"};
+      "W1 softmax B exp done", "W1 P_B stored", "", ""};
   const int hi = npairs < SM90_TRACE_PAIRS ? npairs - 2 : SM90_TRACE_PAIRS - 2, lo = 8;
   for (int cta = 0; cta < 4; ++cta) { /* CTAs 2-3 (the second cluster) exist with 256 rows only */
     bool any = false;

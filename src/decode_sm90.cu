@@ -1,5 +1,5 @@
 /*
- * decode_sm90.cu (v6.14): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
+ * decode_sm90.cu (v6.15): MLA decode over a paged KV cache for Hopper (sm_90a): TMA + wgmma + warp
  * specialisation, "seesaw" schedule over pairs of 64-key blocks. Same contract as the portable
  * kernel (src/params.h).
  *
@@ -40,12 +40,18 @@
  *        wait P_B: O_L = O_L * exp2(m_A - m_B) + P_B V_B[:, 0:256]
  *   WG1  issue S_B = Q K_B^T; while it runs: wait P_A, m_A; O_R = O_R * exp2(m - m_A) and queue
  *        O_R += P_A V_A[:, 256:512] behind S_B (v6: it then runs under this WG's softmax of B
- *        instead of after it); m_B = max(m_A, rowmax S_B);
- *        P_B = exp2(S_B - m_B) -> smem (over K_B's RoPE tile, dead once S_B is done), m_B -> smem
+ *        instead of after it); m_B = max(m_A, rowmax S_B) -> smem (v6.15: before the exp);
+ *        P_B = exp2(S_B - m_B) -> smem (over K_B's RoPE tile, dead once S_B is done)
  *        O_R = O_R * exp2(m_A - m_B) + P_B V_B[:, 256:512]
- *   The second rescale needs the first PV retired (wgmma.wait_group) and only happens when some
- *   row's max moved from m_A to m_B: WG1 ORs that over its 128 threads (bar.red.or) and
- *   publishes the flag with m_B, so both WGs branch the same way and usually skip the wait.
+ *   v6.15: WG0 takes m_B as soon as WG1 has it (mb_ready, under WG1's exp), retires PV_A_L, gives
+ *   V_A[:, 0:256] back and rescales O_L to m_B, so that PV_B_L is queued the moment P_B lands.
+ *   The second rescale of each WG runs after its first PV retired (wgmma.wait_group, uniform) and
+ *   is skipped per warp (__any_sync) when none of the warp's rows' max moved from m_A to m_B.
+ *   P_B is published by every WG1 thread for its own rows (count 128, no WG barrier), in the kFF
+ *   instance only after PV_B_R is queued: that keeps PV_B_R ahead of PV_B_L in the tensor pipe,
+ *   and V_B[:, 256:512], which kFF refills first, comes back first (issued together, both PVs
+ *   retired late and the kFF cycle grew by 7%). H200 kernel-only against v6.14: 128- and 256-row
+ *   shapes -0.7 to -1.4%, 64 rows unchanged (perf-notes, eleventh session).
  *   S stays unscaled: the row max is taken on raw scores and the scale (|scale| log2 e, the sign
  *   applied to S first) enters inside exp2's FFMA, exp2(fma(s, c, -m)) (v6.7).
  *
@@ -77,8 +83,8 @@
  * not inside the S chain: a wait there makes ptxas serialize every wgmma, C7520, which the build now
  * rejects), so stage 1's V[:, 0:256] and P_B tiles go back one S earlier; and when P_B is late
  * (decided over the warpgroup with bar.red.or, wait_group must be uniform) WG0 retires PV_A_L and
- * gives V_A[:, 0:256] back before it waits. Both start the producer's next K loads sooner: ~10-15%
- * on the 64/128-row cases (same-run A/B, H200).
+ * gives V_A[:, 0:256] back before it waits (v6.15: always, once m_B is in). Both start the
+ * producer's next K loads sooner: ~10-15% on the 64/128-row cases (same-run A/B, H200).
  *
  * v6.14: in a 2-CTA cluster that holds all the M tiles of a KV head (128 rows), stage 1 is filled and
  * read in freed-first order (tiles 4-7, which WG1 gives back first, then 0-3, then the P_B tile; the
@@ -93,8 +99,10 @@
  *
  * Hand-offs between the WGs (mbarriers, phase = pair counter parity):
  *   PA_ready (count 32) WG0 -> WG1: P_A in sPA, m_A in sMA, V_A's masked rows zeroed (the 32
- *                       quad leaders that wrote sMA arrive; only quad leaders read sMA/sMB/flag)
- *   PB_ready (count 32) WG1 -> WG0: P_B in stage 1 tile 8, m_B in sMB, the rescale flag
+ *                       quad leaders that wrote sMA arrive; only quad leaders read sMA/sMB)
+ *   MB_ready (count 32) WG1 -> WG0: m_B in sMB (WG1's quad leaders, before their exp)
+ *   PB_ready (count 128) WG1 -> WG0: P_B in stage 1 tile 8 and V_B's masked rows zeroed, each
+ *                       WG1 thread for its own stores (kFF: after PV_B_R is queued)
  *   PA_free  (count 32) WG1 -> WG0: PV_A_R has read sPA and sMA (WG0 may overwrite them)
  *   L_READY[w] (count 32, once per segment) WG w -> the other: its row sums are in lsum
  *
@@ -112,7 +120,7 @@
  *   K/V    2 x 9 x 8 KB 147,456   (stage s, tile t at 73,728 + s*73,728 + t*8,192)
  *   P_A    8 KB           8,192   (P_B lives in stage 1's RoPE tile)
  *   m_A, m_B [64] f32 512, row sum [2 parities][2][64] f32 1,024, bad-page masks [2] u64 (clusters:
- *   [2][2]), flag, 44 mbarriers; total 231,320 + 1,024 alignment slack = 232,344 of 232,448 (227 KB).
+ *   [2][2]), 45 mbarriers; total 231,320 + 1,024 alignment slack = 232,344 of 232,448 (227 KB).
  *
  * Page sizes: any multiple of 64 (one box of 64 keys per tile), and (v6.13) any whose gcd with 64 is
  * 16 or 32 (16, 32, 48, 80, 96, ...: boxes of gcd rows, which never straddle a page, 4 or 2 per
@@ -168,9 +176,6 @@
 #endif
 #ifndef FMLA_SM90_NARROW /* rows <= 32 per KV head go to the narrow (transposed) kernel */
 #define FMLA_SM90_NARROW 1
-#endif
-#ifndef FMLA_SM90_EARLY_AL /* WG0 gives V_A[:, 0:256] back before waiting for a late P_B */
-#define FMLA_SM90_EARLY_AL 1
 #endif
 #ifndef FMLA_SM90_EARLY_TRIGGER /* griddepcontrol.launch_dependents at the start (PDL for the combine): */
 #define FMLA_SM90_EARLY_TRIGGER 0 /* off: measured neutral to -6% except b=1 s_k=1K (perf-notes) */
@@ -255,8 +260,8 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 #define SM90_OFF_MB (SM90_OFF_MA + 256)                /* float [64]: m_B per row */
 #define SM90_OFF_LSUM (SM90_OFF_MB + 256)              /* float [2 segment parities][2 WGs][64] */
 #define SM90_OFF_ZMASK (SM90_OFF_LSUM + 1024)          /* uint64 [2] */
-#define SM90_OFF_FLAG (SM90_OFF_ZMASK + 16)            /* uint32: WG1's "some row max moved" flag */
-#define SM90_OFF_FULL (SM90_OFF_FLAG + 16)             /* uint64 mbarrier [2][9] */
+#define SM90_OFF_MB_READY (SM90_OFF_ZMASK + 16)        /* mbarrier: WG1 -> WG0, m_B in sMB (8 of 16 bytes) */
+#define SM90_OFF_FULL (SM90_OFF_MB_READY + 16)         /* uint64 mbarrier [2][9] */
 #define SM90_OFF_EMPTY (SM90_OFF_FULL + 2 * SM90_NTILES * 8) /* uint64 mbarrier [2][9] */
 #define SM90_OFF_PA_READY (SM90_OFF_EMPTY + 2 * SM90_NTILES * 8)
 #define SM90_OFF_PB_READY (SM90_OFF_PA_READY + 8)
@@ -270,7 +275,7 @@ static __device__ __forceinline__ long long sm90_gtimer(void) {
 static_assert(SM90_SMEM_BYTES <= 232448, "64-row kernel: shared memory past the 227 KB an sm_90 CTA can have");
 #define SM90_BAR_CONSUMERS 1 /* named barrier ids (0 is __syncthreads): WG0 + WG1 */
 #define SM90_BAR_WG0 2       /* WG0 alone */
-#define SM90_BAR_WG1 3       /* WG1 alone (bar.red.or of the rescale flag) */
+#define SM90_BAR_WG1 3       /* WG1 alone (kFF: its P_B tile is written) */
 #define SM90_P_B_TILE 8      /* P_B is written over stage 1's RoPE tile */
 
 #define SM90_LN2 0.69314718055994530942f
@@ -812,10 +817,9 @@ static __device__ __forceinline__ void sm90_load_q8(uint32_t sQ, int r0, int qua
 
 /* What the two consumer WGs share: smem addresses, this thread's rows and limits. */
 typedef struct sm90_ctx {
-  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, pb_ready, pa_free, q_free;
+  uint32_t sQ, sK0, sK1, sPA, sPB, full0, full1, empty0, empty1, pa_ready, mb_ready, pb_ready, pa_free, q_free;
   float *sMA, *sMB;
   const volatile uint64_t *zmask;
-  volatile uint32_t *flag;
   float sl2;  /* |scale * log2(e)|, at least FLT_MIN; the sign in neg */
   bool neg;
   int L, lim0, lim1, r0, r1, quad, lane, wt; /* wt: thread index inside the WG */
@@ -898,47 +902,34 @@ static __device__ __forceinline__ void sm90_wg0_segment(const sm90_ctx &c, const
     l1 = l1 * aa1 + ps1;
     sm90_pv<kFp16>(o, c.sPA, c.sK0, 0);
 
-    bool a_l_back = false; /* V_A[:, 0:256] given back already */
     if (has_b) {
       const uint32_t par1 = pb & 1;
-      /* wgmma.wait_group must be warpgroup-uniform: decide over all 128 threads. */
-      if (FMLA_SM90_EARLY_AL && bar_red_or(SM90_BAR_WG0, 128, !mbarrier_test_wait_parity(c.pb_ready, par1))) {
-        /* P_B is late: rather than hold V_A[:, 0:256] until PV_B_L is queued, finish PV_A_L now
-         * and give its tiles back, so the producer's next K_A load starts while we wait. */
-        wgmma_wait<0>();
-        sm90_fence_o(o);
-        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
-        a_l_back = true;
-      }
+      /* m_B comes ~one softmax before P_B (WG1 publishes it before its exp): retire PV_A_L, give
+       * V_A[:, 0:256] back and rescale O_L to m_B now, under WG1's exp, so that PV_B_L is queued as
+       * soon as P_B lands. Quad leaders read what WG1's quad leaders wrote (and arrived on). */
+      mbar_wait(c.mb_ready, par1, 'M');
       SM90_TR(k, 12, c.wt == 0);
+      float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
+      mb0 = __shfl_sync(0xffffffffu, mb0, c.lane & ~3);
+      mb1 = __shfl_sync(0xffffffffu, mb1, c.lane & ~3);
+      const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
+      wgmma_wait<0>();
+      sm90_fence_o(o);
+      sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
+      if (__any_sync(0xffffffffu, (mb0 != ma0) | (mb1 != ma1))) sm90_rescale(o, ab0, ab1); /* some row's max moved */
+      sm90_fence_o(o); /* the FMULs stay here, before the wait (ptxas would sink them to PV_B_L) */
+      l0 *= ab0;
+      l1 *= ab1;
+      m0 = mb0;
+      m1 = mb1;
       mbar_wait(c.pb_ready, par1, 'B');
       SM90_TR(k, 13, c.wt == 0);
       /* Already complete (the producer cannot refill them before we give them back); makes the
        * TMA writes of V_B[:, 0:256] visible to this WG's wgmma too. */
 #pragma unroll
       for (int t = 0; t < 4; ++t) sm90_wait_full<kG>(c.full1 + t * 8, par1);
-      /* Quad leaders read what WG1's quad leaders wrote (and arrived on) and share it in the quad. */
-      uint32_t flag = c.quad == 0 ? *c.flag : 0u;
-      float mb0 = c.quad == 0 ? c.sMB[c.r0] : 0.f, mb1 = c.quad == 0 ? c.sMB[c.r1] : 0.f;
-      flag = __shfl_sync(0xffffffffu, flag, c.lane & ~3);
-      mb0 = __shfl_sync(0xffffffffu, mb0, c.lane & ~3);
-      mb1 = __shfl_sync(0xffffffffu, mb1, c.lane & ~3);
-      const float ab0 = ex2_approx_ftz(ma0 - sm90_ref(mb0)), ab1 = ex2_approx_ftz(ma1 - sm90_ref(mb1));
-      if (flag) { /* warpgroup-uniform: some row's max moved from m_A to m_B */
-        wgmma_wait<0>();
-        sm90_fence_o(o);
-        sm90_rescale(o, ab0, ab1);
-      }
-      l0 *= ab0;
-      l1 *= ab1;
-      m0 = mb0;
-      m1 = mb1;
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 0);
       SM90_TR(k, 14, c.wt == 0);
-      if (!a_l_back) {
-        wgmma_wait<1>(); /* PV_A_L done: V_A[:, 0:256] goes back, PV_B_L keeps running */
-        sm90_release<kMc>(c.empty0, 0, 4, c.lane, 0);
-      }
       pend_b = true;
       ++pb;
     } else {
@@ -1016,6 +1007,12 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       float mx0, mx1;
       sm90_mask_scale(s, zm, (n + 1) * 64, c.lim0, c.lim1, c.sl2, c.neg, c.quad, mx0, mx1);
       const float mb0 = fmaxf(ma0, mx0), mb1 = fmaxf(ma1, mx1);
+      /* m_B goes out before the exp (WG0 rescales O_L under it); the sMB writers arrive, count 32. */
+      if (c.quad == 0) {
+        c.sMB[c.r0] = mb0;
+        c.sMB[c.r1] = mb1;
+        mbarrier_arrive(c.mb_ready);
+      }
       const float rb0 = sm90_ref(mb0), rb1 = sm90_ref(mb1);
       const float ab0 = ex2_approx_ftz(ma0 - rb0), ab1 = ex2_approx_ftz(ma1 - rb1);
       float ps0, ps1;
@@ -1024,19 +1021,18 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
 
       sm90_store_p<kFp16>(c.sPB, s, c.r0, c.quad);
       SM90_TR(k, 29, c.wt == 0);
-      if (c.quad == 0) {
-        c.sMB[c.r0] = mb0;
-        c.sMB[c.r1] = mb1;
-      }
       const int in_len = c.L - (n + 1) * 64;
       const uint64_t bad = zm | (in_len >= 64 ? 0ull : sm90_key_mask(in_len, 64));
       if (!kG && bad) sm90_zero_v(c.sK1, bad, c.wt);
       fence_proxy_async_shared_cta();
-      SM90_TR(k, 30, c.wt == 0);
-      const uint32_t flag = bar_red_or(SM90_BAR_WG1, 128, (mb0 != ma0) | (mb1 != ma1));
-      SM90_TR(k, 31, c.wt == 0);
-      if (c.wt == 0) *c.flag = flag;
-      if (c.quad == 0) mbarrier_arrive(c.pb_ready); /* the sMB / flag writers, count 32 */
+      /* Every WG1 thread publishes its own P_B rows and zeroed V rows (count 128). kFF: only once
+       * PV_B_R is queued (below), so that PV_B_R runs ahead of PV_B_L and V_B[:, 256:512], which
+       * the freed-first order refills first, comes back first; then WG1 syncs on a named barrier
+       * for its own PV_B_R instead. */
+      if (kFF)
+        bar_sync(SM90_BAR_WG1, 128);
+      else
+        mbarrier_arrive(c.pb_ready);
       SM90_TR(k, 21, c.wt == 0);
       /* PV_A_R (queued behind S_B) has retired by now: V_A[:, 256:512], sPA and sMA go back before
        * PV_B_R is queued rather than after, so the producer's next stage 0 fill starts sooner. */
@@ -1045,12 +1041,15 @@ static __device__ __forceinline__ void sm90_wg1_segment(const sm90_ctx &c, const
       SM90_TR(k, 23, c.wt == 0);
       sm90_release<kMc>(c.empty0, 4, 4, c.lane, 0);
       if (c.quad == 0) mbarrier_arrive(c.pa_free); /* the sMA readers, count 32 */
-      if (flag) sm90_rescale(o, ab0, ab1);
+      if (__any_sync(0xffffffffu, (mb0 != ma0) | (mb1 != ma1))) sm90_rescale(o, ab0, ab1); /* some row's max moved */
+      sm90_fence_o(o);
       l0 = l0 * aa0 * ab0 + ps0;
       l1 = l1 * aa1 * ab1 + ps1;
       m0 = mb0;
       m1 = mb1;
+      if (!kFF) mbar_wait(c.pb_ready, par1, 'B'); /* the whole P_B tile (all of WG1's rows) is written */
       sm90_pv<kFp16>(o, c.sPB, c.sK1, 1);
+      if (kFF) mbarrier_arrive(c.pb_ready);
       SM90_TR(k, 22, c.wt == 0);
       pend_b = true;
       ++pb;
@@ -1096,6 +1095,7 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.empty0 = sbase + SM90_OFF_EMPTY;
   c.empty1 = c.empty0 + SM90_NTILES * 8;
   c.pa_ready = sbase + SM90_OFF_PA_READY;
+  c.mb_ready = sbase + SM90_OFF_MB_READY;
   c.pb_ready = sbase + SM90_OFF_PB_READY;
   c.pa_free = sbase + SM90_OFF_PA_FREE;
   c.q_free = sbase + SM90_OFF_Q_FREE;
@@ -1106,7 +1106,6 @@ static __device__ __forceinline__ void sm90_consumer(const fmla_kernel_params &p
   c.sMA = (float *)(smem + SM90_OFF_MA);
   c.sMB = (float *)(smem + SM90_OFF_MB);
   c.zmask = sm90_zmask_base<kMc>(smem);
-  c.flag = (volatile uint32_t *)(smem + SM90_OFF_FLAG);
   /* The softmax takes the magnitude of the scale, at least FLT_MIN (a zero scale then still gives
    * every key the weight exp2(0) = 1, as s * 0 would, and a masked -inf key stays -inf, not NaN),
    * and its sign apart. */
@@ -1392,7 +1391,8 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
     if (kMc)
       for (int z = 0; z < 4; ++z) ((uint64_t *)(smem + SM90_OFF_ZMASK_MC))[z] = 0;
     mbarrier_init(sbase + SM90_OFF_PA_READY, 32); /* WG0's quad leaders */
-    mbarrier_init(sbase + SM90_OFF_PB_READY, 32); /* WG1's quad leaders */
+    mbarrier_init(sbase + SM90_OFF_MB_READY, 32); /* WG1's quad leaders (sMB) */
+    mbarrier_init(sbase + SM90_OFF_PB_READY, 128); /* every WG1 thread (its P_B rows) */
     mbarrier_init(sbase + SM90_OFF_PA_FREE, 32);  /* WG1's quad leaders */
     mbarrier_init(sbase + SM90_OFF_Q_FULL, 1);    /* the producer's expect_tx */
     mbarrier_init(sbase + SM90_OFF_Q_FREE, 8);    /* one per consumer warp per segment with keys */

@@ -70,30 +70,9 @@ __global__ void __launch_bounds__(128, 1) dsmem_kernel(const __grid_constant__ C
   const int *my = ids + (size_t)(blockIdx.x / 2) * NB;
   const long long t0 = clock64();
   if (threadIdx.x == 0 && fills) {
-    const uint64_t pol = createpolicy_fractional_l2_evict_normal();
-    for (int b = 0; b < NB; ++b) {
-      const int st = b & 1;
-      const uint32_t use = b >> 1;
-      for (int t = 0; t < 9; ++t) {
-        const uint32_t e = empty + (st * 9 + t) * 8, f = full + (st * 9 + t) * 8;
-        wait_bar(e, (use & 1) ^ 1);
-        mbarrier_arrive_expect_tx(f, 8192u);
-        if ((uint32_t)(t % 2) == rank)
-          cp_async_bulk_tensor_4d_g2s_mc(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f, (uint16_t)3, pol);
-      }
-    }
+    kv_fill_produce(&map, my, NB, sb, full, empty, 2, 1, rank);
   } else if (threadIdx.x == 32 && fills) {
-    for (int b = 0; b < NB; ++b) {
-      const int st = b & 1;
-      const uint32_t use = b >> 1;
-      for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1);
-      if (b < NB - 2)
-        for (int t = 0; t < 9; ++t) {
-          const uint32_t e = empty + (st * 9 + t) * 8;
-          mbarrier_arrive(e);
-          if ((uint32_t)(t % 2) != rank) mbarrier_arrive_remote(e, (uint32_t)(t % 2));
-        }
-    }
+    kv_fill_consume(NB, full, empty, 2, 1, rank, 0);
     clk_f[blockIdx.x] = clock64() - t0;
   } else if (threadIdx.x == 64 && xch) {
     for (int i = 0; i < NX; ++i) {
@@ -127,19 +106,14 @@ int main() {
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   sms -= sms % 2;
   const int nblocks = 8192;
-  void *kv = kv_cache_alloc(nblocks);
-  int *dids = kv_random_ids(sms, NB, nblocks);
+  int *dids;
+  CUtensorMap m9;
+  kv_stream_setup(sms, NB, nblocks, &dids, &m9);
   unsigned long long *dclk_f, *dclk_x;
   unsigned *dok;
   CK(cudaMalloc(&dclk_f, sms * 8));
   CK(cudaMalloc(&dclk_x, sms * 8));
   CK(cudaMalloc(&dok, sms * 4));
-  CUtensorMap m9;
-  const CUresult r = kv_tile_map(&m9, kv, nblocks, CU_TENSOR_MAP_L2_PROMOTION_NONE);
-  if (r != CUDA_SUCCESS) {
-    printf("tensor map: CUresult %d\n", (int)r);
-    return 1;
-  }
   CK(cudaFuncSetAttribute(dsmem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES));
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));

@@ -36,6 +36,51 @@ static __device__ __forceinline__ void wait_bar(uint32_t bar, uint32_t parity) {
   }
 }
 
+/* The fill producer (one thread): nb blocks `ids` through two 72 KB stages at sb (full / empty: 18
+ * mbarriers each, stage-major), tile by tile as each tile's empty barrier lets it; with mc, groups
+ * of `share` CTAs are one cluster and tile t is copied once, by CTA t % share, into all of them. */
+static __device__ __forceinline__ void kv_fill_produce(const CUtensorMap *map, const int *ids, int nb, uint32_t sb,
+                                                       uint32_t full, uint32_t empty, int share, int mc, uint32_t rank) {
+  const uint64_t pol = createpolicy_fractional_l2_evict_normal();
+  for (int b = 0; b < nb; ++b) {
+    const int st = b & 1;
+    const uint32_t use = b >> 1;
+    for (int t = 0; t < 9; ++t) {
+      const uint32_t e = empty + (st * 9 + t) * 8, f = full + (st * 9 + t) * 8;
+      const bool mine = !mc || (uint32_t)(t % share) == rank;
+      wait_bar(e, (use & 1) ^ 1);
+      mbarrier_arrive_expect_tx(f, 8192u);
+      if (!mc)
+        cp_async_bulk_tensor_4d_g2s(sb + st * STAGE + t * 8192, map, t * 64, 0, 0, ids[b], f, pol);
+      else if (mine)
+        cp_async_bulk_tensor_4d_g2s_mc(sb + st * STAGE + t * 8192, map, t * 64, 0, 0, ids[b], f,
+                                       (uint16_t)((1u << share) - 1), pol);
+    }
+  }
+}
+
+/* The fill consumer (one thread): waits for each stage's 9 tiles, spins `work` SM clocks, gives the
+ * tiles back (also on the copying CTA's empty barrier in a cluster; the last two blocks stay). */
+static __device__ __forceinline__ void kv_fill_consume(int nb, uint32_t full, uint32_t empty, int share, int mc,
+                                                       uint32_t rank, int work) {
+  for (int b = 0; b < nb; ++b) {
+    const int st = b & 1;
+    const uint32_t use = b >> 1;
+    for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1);
+    if (work) {
+      const long long w0 = clock64();
+      while (clock64() - w0 < work) {
+      }
+    }
+    if (b < nb - 2)
+      for (int t = 0; t < 9; ++t) {
+        const uint32_t e = empty + (st * 9 + t) * 8;
+        mbarrier_arrive(e);
+        if (mc && (uint32_t)(t % share) != rank) mbarrier_arrive_remote(e, (uint32_t)(t % share));
+      }
+  }
+}
+
 /* Checksum of the stage that held the last of nb blocks (64 threads), added to sums[blockIdx.x]:
  * the host compares it with the data the stream should have delivered. */
 static __device__ __forceinline__ void stage_checksum(const uint8_t *smem, int nb, unsigned *sums) {
@@ -76,6 +121,18 @@ static CUresult kv_tile_map(CUtensorMap *m, void *kv, int nblocks, CUtensorMapL2
   return cuTensorMapEncodeTiled(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, kv, dims, str, box, es,
                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promo,
                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+/* The cache, each stream's random block ids and the library's tile map (no L2 promotion): what
+ * mcast_rate and dsmem_rate start from. Exits with a message if the driver refuses the map. */
+static void kv_stream_setup(int nstreams, int per_stream, int nblocks, int **dids, CUtensorMap *map) {
+  void *kv = kv_cache_alloc(nblocks);
+  *dids = kv_random_ids(nstreams, per_stream, nblocks);
+  const CUresult r = kv_tile_map(map, kv, nblocks, CU_TENSOR_MAP_L2_PROMOTION_NONE);
+  if (r != CUDA_SUCCESS) {
+    printf("tensor map: CUresult %d\n", (int)r);
+    exit(1);
+  }
 }
 
 /* Median time (ms) of 5 launches after 2 warm-ups; `before` runs ahead of each (untimed), `launch`

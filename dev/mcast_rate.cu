@@ -52,39 +52,9 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
   const int *my = ids + (size_t)(blockIdx.x / share) * NB;
   const long long t0 = clock64();
   if (threadIdx.x == 0) { /* producer */
-    const uint64_t pol = createpolicy_fractional_l2_evict_normal();
-    for (int b = 0; b < NB; ++b) {
-      const int st = b & 1;
-      const uint32_t use = b >> 1;
-      for (int t = 0; t < 9; ++t) {
-        const uint32_t e = empty + (st * 9 + t) * 8, f = full + (st * 9 + t) * 8;
-        const bool mine = !mc || (uint32_t)(t % share) == rank;
-        wait_bar(e, (use & 1) ^ 1);
-        mbarrier_arrive_expect_tx(f, 8192u);
-        if (!mc)
-          cp_async_bulk_tensor_4d_g2s(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f, pol);
-        else if (mine)
-          cp_async_bulk_tensor_4d_g2s_mc(sb + st * STAGE + t * 8192, &map, t * 64, 0, 0, my[b], f,
-                                         (uint16_t)((1u << share) - 1), pol);
-      }
-    }
+    kv_fill_produce(&map, my, NB, sb, full, empty, share, mc, rank);
   } else if (threadIdx.x == 32) { /* consumer */
-    for (int b = 0; b < NB; ++b) {
-      const int st = b & 1;
-      const uint32_t use = b >> 1;
-      for (int t = 0; t < 9; ++t) wait_bar(full + (st * 9 + t) * 8, use & 1);
-      if (work) {
-        const long long w0 = clock64();
-        while (clock64() - w0 < work) {
-        }
-      }
-      if (b < NB - 2)
-        for (int t = 0; t < 9; ++t) {
-          const uint32_t e = empty + (st * 9 + t) * 8;
-          mbarrier_arrive(e);
-          if (mc && (uint32_t)(t % share) != rank) mbarrier_arrive_remote(e, (uint32_t)(t % share));
-        }
-    }
+    kv_fill_consume(NB, full, empty, share, mc, rank, work);
     clk[blockIdx.x] = clock64() - t0;
   }
   __syncthreads();
@@ -115,20 +85,13 @@ int main() {
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   sms -= sms % 4; /* whole clusters of 4 */
   const int nblocks = 8192;
-  void *kv = kv_cache_alloc(nblocks);
-  int *dids = kv_random_ids(sms, NB, nblocks);
+  int *dids;
+  CUtensorMap m9;
+  kv_stream_setup(sms, NB, nblocks, &dids, &m9);
   unsigned long long *dclk;
   unsigned *dsum;
   CK(cudaMalloc(&dclk, sms * 8));
   CK(cudaMalloc(&dsum, sms * 4));
-  CUtensorMap m9;
-  {
-    const CUresult r = kv_tile_map(&m9, kv, nblocks, CU_TENSOR_MAP_L2_PROMOTION_NONE);
-    if (r != CUDA_SUCCESS) {
-      printf("tensor map: CUresult %d\n", (int)r);
-      return 1;
-    }
-  }
   const int smem = 2 * STAGE + 36 * 8 + 1024;
   CK(cudaFuncSetAttribute(fill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   CK(cudaFuncSetAttribute(fill_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));

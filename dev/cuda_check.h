@@ -1,5 +1,6 @@
-/* dev/cuda_check.h: CK(call) for the stand-alone diagnostics in dev/ (test_wgmma.cu, wgmma_mix.cu):
- * print the failing call with file and line and exit(2). Not for the library, which never exits. */
+/* dev/cuda_check.h: CK(call) for the stand-alone diagnostics in dev/ (test_wgmma.cu, wgmma_mix.cu and,
+ * through kv_stream.cuh, the fill-rate tools): print the failing call with file and line and
+ * exit(2). Not for the library, which never exits. */
 #ifndef FLASH_MLA_DEV_CUDA_CHECK_H
 #define FLASH_MLA_DEV_CUDA_CHECK_H
 #include <cuda_runtime.h>

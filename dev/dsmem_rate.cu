@@ -122,17 +122,8 @@ int main() {
   for (int rep = 0; rep < 1; ++rep)
     for (const auto &md : modes) {
       const int fills = md[0], xch = md[1];
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(sms);
-      cfg.blockDim = dim3(128);
-      cfg.dynamicSmemBytes = SMEM_BYTES;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = 2;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
+      cudaLaunchAttribute attr;
+      const cudaLaunchConfig_t cfg = cluster_launch_cfg(sms, 128, SMEM_BYTES, 2, &attr);
       CK(cudaMemset(dclk_f, 0, sms * 8));
       CK(cudaMemset(dclk_x, 0, sms * 8));
       CK(cudaMemset(dok, 0, sms * 4));

@@ -1,8 +1,9 @@
 /*
- * kv_stream.cuh: what the fill-rate diagnostics (dev/tma_rate.cu, dev/mcast_rate.cu) share: a CUDA
- * check, a synthetic K cache of 72 KB blocks (64 tokens x 576 bf16), random block ids for the
+ * kv_stream.cuh: what the fill-rate diagnostics (dev/tma_rate.cu, dev/mcast_rate.cu,
+ * dev/dsmem_rate.cu) share: CK (dev/cuda_check.h), a synthetic K cache of 72 KB blocks (64 tokens x 576 bf16), random block ids for the
  * streams, the library's tile map over it (box 64 columns x 64 tokens, 128-byte swizzle), and the
- * device-side mbarrier wait. Include after ptx_sm90.cuh. GPU machine only.
+ * device-side mbarrier wait, the fill producer and consumer, and a cluster launch configuration.
+ * Include after ptx_sm90.cuh. GPU machine only.
  */
 #ifndef FMLA_DEV_KV_STREAM_CUH
 #define FMLA_DEV_KV_STREAM_CUH
@@ -17,14 +18,7 @@
 #include <random>
 #include <vector>
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
-      exit(1);                                                                                  \
-    }                                                                                           \
-  } while (0)
+#include "cuda_check.h"
 
 #define STAGE 73728 /* one 64-token block of K: 9 column tiles of 64 x 64 bf16 */
 
@@ -133,6 +127,22 @@ static void kv_stream_setup(int nstreams, int per_stream, int nblocks, int **did
     printf("tensor map: CUresult %d\n", (int)r);
     exit(1);
   }
+}
+
+/* A launch of `grid` CTAs of `threads` threads with `smem` bytes of dynamic shared memory, as
+ * clusters of `cx` CTAs; `attr` is the storage the returned configuration points at. */
+static cudaLaunchConfig_t cluster_launch_cfg(int grid, int threads, int smem, int cx, cudaLaunchAttribute *attr) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = cx;
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
 }
 
 /* Median time (ms) of 5 launches after 2 warm-ups; `before` runs ahead of each (untimed), `launch`

@@ -65,17 +65,8 @@ __global__ void __launch_bounds__(64, 1) fill_kernel(const __grid_constant__ CUt
 
 static float time_fill(const CUtensorMap &m, int sms, int smem, const int *dids, int share, int mc, int work,
                        unsigned long long *dclk, unsigned *dsum) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(sms);
-  cfg.blockDim = dim3(64);
-  cfg.dynamicSmemBytes = smem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = mc ? share : 1;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = cluster_launch_cfg(sms, 64, smem, mc ? share : 1, &attr);
   return median_launch_ms([&] { CK(cudaMemset(dsum, 0, sms * 4)); },
                           [&] { CK(cudaLaunchKernelEx(&cfg, fill_kernel, m, dids, share, mc, work, dclk, dsum)); });
 }

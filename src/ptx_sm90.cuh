@@ -72,19 +72,6 @@ static __device__ __forceinline__ uint32_t mbarrier_try_wait_parity(uint32_t bar
   return ok;
 }
 
-/* mbarrier.test_wait.parity: the same test without the potentially blocking wait (never suspends). */
-static __device__ __forceinline__ uint32_t mbarrier_test_wait_parity(uint32_t bar, uint32_t parity) {
-  uint32_t ok;
-  asm volatile(
-      "{\n.reg .pred p;\n"
-      "mbarrier.test_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(ok)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return ok;
-}
-
 /* ---- bulk tensor copies (9.7.9.25 Data Movement: cp.async.bulk.tensor) ---- */
 
 /* 9.7.9.25.5.2 cp.async.bulk.tensor, 4-D tile mode, global -> shared, completion counted in bytes
@@ -189,12 +176,6 @@ static __device__ __forceinline__ void cp_async_cg_16_zfill(uint32_t dst, const 
 static __device__ __forceinline__ void cp_async_commit_group(void) {
   asm volatile("cp.async.commit_group;" ::: "memory");
 }
-/* 9.7.9.22.5 cp.async.wait_group N: all but the N most recent committed groups of this thread
- * have landed. */
-template <int N>
-static __device__ __forceinline__ void cp_async_wait_group(void) {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 /* 9.7.9.22.5 cp.async.wait_group 0: every committed copy of this thread has landed. */
 static __device__ __forceinline__ void cp_async_wait_all(void) {
   asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -211,21 +192,6 @@ static __device__ __forceinline__ void fence_proxy_async_shared_cta(void) {
 /* 9.7.13.1 bar.sync with an id and a thread count: a named barrier over a subset of warps. */
 static __device__ __forceinline__ void bar_sync(uint32_t id, uint32_t nthreads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(nthreads) : "memory");
-}
-
-/* 9.7.13.1 bar.red.or.pred: a named barrier that also ORs a predicate over its threads; every
- * participant gets the same result, so a warpgroup can branch uniformly around wgmma.wait_group. */
-static __device__ __forceinline__ uint32_t bar_red_or(uint32_t id, uint32_t nthreads, uint32_t pred) {
-  uint32_t out;
-  asm volatile(
-      "{\n.reg .pred p, q;\n"
-      "setp.ne.u32 p, %3, 0;\n"
-      "bar.red.or.pred q, %1, %2, p;\n"
-      "selp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(out)
-      : "r"(id), "r"(nthreads), "r"(pred)
-      : "memory");
-  return out;
 }
 
 /* 9.7.13.8 griddepcontrol.wait: with programmatic dependent launch, block until the grids this one

@@ -11,18 +11,22 @@
  *   lse[i, h, t] = lse
  * Requests with one split were written by the decode kernel; their CTAs return at once.
  *
- * Two kernels, picked by the launcher from the total row count b * h_kv * rows (host-known):
- *  - few rows (<= CMB_SPLITS_MAX_ROWS), fmla_combine_splits_kernel: grid (batch, h_kv,
+ * Two kernels, picked by the launcher from the total row count b * h_kv * rows and the parts per
+ * request num_sm_parts / b (both host-known; the second bounds the splits a request can have):
+ *  - few rows (<= CMB_SPLITS_MAX_ROWS) and many parts per request (num_sm_parts >=
+ *    CMB_SPLITS_MIN_PARTS * b), fmla_combine_splits_kernel: grid (batch, h_kv,
  *    min(rows * 4, 65535)), 256 threads, 8.2 KB smem; z indexes (row, 128-column chunk). A CTA
  *    reduces the row's nsplits lse values (thread-strided), then warp w accumulates splits w, w+8, ...
  *    of its 128 columns (lane: one float4) and the 8 partial sums meet in shared memory. With b = 1..8
  *    and 100+ splits the merge is latency-bound, and spreading a row over 4 CTAs and 8 warps keeps
  *    many loads in flight (b = 1, s_k = 32K: 63 -> 24 us for the whole decode step on an H200).
- *  - many rows, fmla_combine_rows_kernel: grid (batch, h_kv, min(ceil(rows / 8), 65535)), 256
+ *  - otherwise, fmla_combine_rows_kernel: grid (batch, h_kv, min(ceil(rows / 8), 65535)), 256
  *    threads, no smem; warp w of a CTA merges row 8z + w whole: lanes reduce the lse values with
  *    shuffles, then each lane accumulates columns 4*lane + 128u .. +3 (u = 0..3) of every split.
  *    With thousands of rows this has enough parallelism, and the other kernel's tens of thousands of
- *    mostly idle CTAs cost up to 19% of a b = 128 step.
+ *    mostly idle CTAs cost up to 19% of a b = 128 step. With a few splits per request (v6.17) its
+ *    serial walk over them is short too: tp b = 32 h_q = 16 (512 rows, ~5 splits) 89.0 -> 86.4 us a
+ *    step on an H200, where 8+ splits per request (b <= 16 on 132 parts) measured 1-4 us slower.
  * Batch sits in grid x so any batch size fits; z loops past 65535. A split whose weight is exactly
  * 0 is not read.
  *
@@ -49,7 +53,12 @@
  * row-per-warp one. Measured on an H200 (bench/results/h200-v2.json vs h200-v3.json): with <= 256
  * rows the split-parallel kernel was 1.1-2.6x faster (b = 1..8, 100+ splits), with >= 1024 rows up
  * to 1.19x slower (tens of thousands of mostly idle CTAs); 512 was a draw. */
+#ifndef CMB_SPLITS_MAX_ROWS
 #define CMB_SPLITS_MAX_ROWS 512
+#endif
+/* ... and only when num_sm_parts >= this many per request (H200, perf-notes twelfth session: 132
+ * parts, b = 16 (8.25 per request) still faster split-parallel, b = 32 (4.1) faster row-per-warp) */
+#define CMB_SPLITS_MIN_PARTS 6
 #define CMB_WCHUNK 1024 /* split weights staged in shared memory at a time (4 KB) */
 
 template <int IS_FP16>
@@ -158,7 +167,7 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const 
   }
 }
 
-/* Many rows (b * h_kv * rows > CMB_SPLITS_MAX_ROWS): one warp merges one whole row. */
+/* Many rows or few splits per request (see the launcher): one warp merges one whole row. */
 template <int IS_FP16>
 __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_rows_kernel(const __grid_constant__ fmla_kernel_params p) {
   const int req = blockIdx.x, hk = blockIdx.y;
@@ -224,7 +233,8 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
   if (p->batch < 1 || p->num_heads_k < 1 || p->num_heads_k > 65535 || p->rows < 1)
     return fmla_set_error(FLASH_MLA_ERROR_INVALID_SHAPE, "combine: grid (batch %d, num_heads_k %d, rows %d) out of range",
                           p->batch, p->num_heads_k, p->rows);
-  const int by_splits = (int64_t)p->batch * p->num_heads_k * p->rows <= CMB_SPLITS_MAX_ROWS;
+  const int by_splits = (int64_t)p->batch * p->num_heads_k * p->rows <= CMB_SPLITS_MAX_ROWS &&
+                        (int64_t)p->num_sm_parts >= (int64_t)CMB_SPLITS_MIN_PARTS * p->batch;
   int64_t units = by_splits ? (int64_t)p->rows * CMB_CHUNKS : ((int64_t)p->rows + CMB_WARPS - 1) / CMB_WARPS;
   if (units > 65535) units = 65535; /* the kernels loop over the rest */
   const dim3 grid((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)units);

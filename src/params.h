@@ -71,7 +71,8 @@
 #define FMLA_BLOCK_N FLASH_MLA_BLOCK_N       /* 64 keys per scheduler unit */
 #define FMLA_BLOCK_M 64                      /* query rows per CTA tile */
 #ifndef FMLA_SPLIT_OVERHEAD /* overridable only for scheduler experiments (dev/sched_probe.py --variants) */
-#define FMLA_SPLIT_OVERHEAD 5                /* fixed cost of a split, in n-blocks */
+#define FMLA_SPLIT_OVERHEAD 3                /* fixed cost of a segment, in n-blocks (v6.17: 5 -> 3, the
+                                              * per-CTA trace's fit of 2.7-3.3 on the standard cases) */
 #endif
 #ifndef FMLA_COMBINE_COST
 #define FMLA_COMBINE_COST 4                  /* what splitting at all costs more (partials, combine), n-blocks */

@@ -403,76 +403,80 @@ static void expect_exact(const char *name, const int32_t *L, int32_t batch, int3
 }
 
 static void hand_cases(void) {
-  { /* one request, one part: W = 15 */
+  { /* one request, one part: W = 13 */
     const int32_t L[] = {640};
     const int32_t rows[][5] = {{0, 0, 0, 10, 0}};
     const int32_t ns[] = {0, 1};
     expect_exact("hand1", L, 1, 1, rows, ns);
   }
-  { /* nb = {20, 0}: W = 30, Q = 15; boundary 15 is block 10 of request 0. No-split mode would
-     * put everything in part 1: cost 30 > Q + OVH + COMBINE = 24, so split: part costs (every
-     * segment + OVH) 15 and 10 + 5 + 5 = 20, 1 split, score 5 * 20 + 1 = 101. The packed schedule
-     * (batch >= P) beats it: sorted {0, 1}; T = Q + 2 = 17: part 0 takes request 1 (cost 5), then
-     * 17 - 5 - 5 = 7 blocks of request 0; the last part its 13 others: costs 17 and 18, score 91
-     * (d = 0: 15 / 20, 101; d = 1: 16 / 19, 96; d = 3 and up: no better than 91). */
+  { /* nb = {20, 0}, OVH = 3: W = 26, Q = 13; boundary 13 is block 10 of request 0. No-split mode
+     * would put everything in part 1: cost 26 > Q + OVH + COMBINE = 20, so split: part costs (every
+     * segment + OVH) 13 and 10 + 3 + 3 = 16, 1 split, score 5 * 16 + 1 = 81. The packed schedule
+     * (batch >= P) beats it: sorted {0, 1}; with T = Q + d part 0 takes request 1 (cost 3), then
+     * T - 3 - 3 blocks of request 0, the last part the rest: costs T and 29 - T. d = 1 (T = 14):
+     * 14 / 15, score 76, and d = 2 ties it (15 / 14); d = 0: 13 / 16, 81. So d = 1: 8 blocks. */
     const int32_t L[] = {1280, 0};
-    const int32_t rows[][5] = {{0, 0, 1, 7, 0}, {1, 7, 1, 20, 1}};
+    const int32_t rows[][5] = {{0, 0, 1, 8, 0}, {1, 8, 1, 20, 1}};
     const int32_t ns[] = {0, 2, 3}, order[] = {1, 0};
     expect_exact_order("hand2", L, 2, 2, rows, ns, order);
   }
-  { /* nb = {2, 0}: W = 12, Q = 6. Contiguous: no-split mode (both requests in part 1, cost 12 <=
-     * 6 + 5 + 4), score 60. Packed, T = 6: part 0 takes request 1 (cost 5, 1 left: no piece), the
-     * last part request 0 (cost 7): score 35. */
+  { /* nb = {2, 0}: W = 8, Q = 4. Contiguous: no-split mode (both requests in part 1, cost 8 <=
+     * 4 + 3 + 4), score 40. Packed, T = 4: part 0 takes request 1 (cost 3, 1 left: no piece), the
+     * last part request 0 (cost 5): score 25. */
     const int32_t L[] = {128, 0};
     const int32_t rows[][5] = {{0, 0, 0, 0, 0}, {1, 0, 1, 2, 0}};
     const int32_t ns[] = {0, 1, 2}, order[] = {1, 0};
     expect_exact_order("hand2n", L, 2, 2, rows, ns, order);
   }
-  { /* the same two requests on three parts (batch < P): the contiguous schedule, as before */
+  { /* the same two requests on three parts (batch < P): the contiguous schedule, W = 26, Q = 9:
+     * boundaries 9 and 18 are blocks 6 and 15 of request 0 (no-split: 26 > 9 + 3 + 4) */
     const int32_t L[] = {1280, 0};
-    const int32_t rows[][5] = {{0, 0, 0, 5, 0}, {0, 5, 0, 15, 1}, {0, 15, 1, 0, 2}};
+    const int32_t rows[][5] = {{0, 0, 0, 6, 0}, {0, 6, 0, 15, 1}, {0, 15, 1, 0, 2}};
     const int32_t ns[] = {0, 3, 4};
     expect_exact("hand2c", L, 2, 3, rows, ns);
   }
   { /* four equal requests on five parts (the tp shape: b a little below the SM count): nb = 10,
-     * cost 15, W = 60, Q = 12. Split mode would cut requests 0-2 (boundaries 12, 24, 36 at blocks
-     * 7, 4, 1); no-split mode has parts of 15 <= 12 + 5 + 4: one request per part, part 0 empty. */
+     * cost 13, W = 52, Q = 11. Split mode would cut requests 0-3 (boundaries 11, 22, 33, 44 at
+     * blocks 8, 6, 4, 2); no-split mode has parts of 13 <= 11 + 3 + 4: one request per part, part
+     * 0 empty. */
     const int32_t L[] = {640, 640, 640, 640};
     const int32_t rows[][5] = {{-1}, {0, 0, 0, 10, 0}, {1, 0, 1, 10, 0}, {2, 0, 2, 10, 0}, {3, 0, 3, 10, 0}};
     const int32_t ns[] = {0, 1, 2, 3, 4};
     expect_exact("hand8", L, 4, 5, rows, ns);
   }
-  { /* all zero: W = 20, Q = 10; boundary 10 is the start of request 2 */
+  { /* all zero: W = 12, Q = 6; boundary 6 is the start of request 2 */
     const int32_t L[] = {0, 0, 0, 0};
     const int32_t rows[][5] = {{0, 0, 1, 0, 0}, {2, 0, 3, 0, 0}};
     const int32_t ns[] = {0, 1, 2, 3, 4};
     expect_exact("hand3", L, 4, 2, rows, ns);
   }
-  { /* nb = {1, 20, 2}, cum = {0, 6, 31}, W = 38, P = 4, Q = 10: boundary 10 is in request 1's
-     * overhead (snaps to 6), 20 and 30 are its blocks 9 and 19. Part costs 6, 14, 15, 13. */
+  { /* nb = {1, 20, 2}, cum = {0, 4, 27}, W = 32, P = 4, Q = 8: boundaries 8, 16 and 24 are blocks
+     * 1, 9 and 17 of request 1 (units 4 + 3 + k), so it is cut in four; part costs 4 + 4, 11, 11,
+     * 6 + 5 (no-split would hold requests 1 and 2 in one part: 28 > 8 + 3 + 4). */
     const int32_t L[] = {1, 1280, 65};
-    const int32_t rows[][5] = {{0, 0, 0, 1, 0}, {1, 0, 1, 9, 0}, {1, 9, 1, 19, 1}, {1, 19, 2, 2, 2}};
-    const int32_t ns[] = {0, 1, 4, 5};
+    const int32_t rows[][5] = {{0, 0, 1, 1, 0}, {1, 1, 1, 9, 1}, {1, 9, 1, 17, 2}, {1, 17, 2, 2, 3}};
+    const int32_t ns[] = {0, 1, 5, 6};
     expect_exact("hand4", L, 3, 4, rows, ns);
   }
-  { /* nb = 10, W = 15, P = 3, Q = 5: boundary 5 is the first block unit, so part 0 would hold
-     * overhead only; it moves back to 0 and part 0 is empty. */
+  { /* nb = 10, W = 13, P = 3, Q = 5: boundaries 5 and 10 are blocks 2 and 7 (units 3 + k); no-split
+     * would cost 13 > 5 + 3 + 4. (OVH = 5 made boundary 5 the first block unit and part 0 empty.) */
     const int32_t L[] = {640};
-    const int32_t rows[][5] = {{-1, 0, 0, 0, 0}, {0, 0, 0, 5, 0}, {0, 5, 0, 10, 1}};
-    const int32_t ns[] = {0, 2};
+    const int32_t rows[][5] = {{0, 0, 0, 2, 0}, {0, 2, 0, 7, 1}, {0, 7, 0, 10, 2}};
+    const int32_t ns[] = {0, 3};
     expect_exact("hand5", L, 1, 3, rows, ns);
   }
-  { /* nb = {5, 10}, cum = {0, 10}, W = 25, P = 5, Q = 5: boundaries 5 and 15 sit on first block
-     * units (move back), 10 is a request start, 20 is block 5 of request 1. */
+  { /* nb = {5, 10}, cum = {0, 8}, W = 21, P = 5, Q = 5: boundary 5 is block 2 of request 0, 10 sits
+     * in request 1's overhead (moves back to its start, 8), 15 and 20 are its blocks 4 and 9;
+     * no-split would cost 13 > 5 + 3 + 4. */
     const int32_t L[] = {320, 640};
-    const int32_t rows[][5] = {{-1, 0, 0, 0, 0}, {0, 0, 0, 5, 0}, {-1, 0, 0, 0, 0}, {1, 0, 1, 5, 0}, {1, 5, 1, 10, 1}};
-    const int32_t ns[] = {0, 1, 3};
+    const int32_t rows[][5] = {{0, 0, 0, 2, 0}, {0, 2, 0, 5, 1}, {1, 0, 1, 4, 0}, {1, 4, 1, 9, 1}, {1, 9, 1, 10, 2}};
+    const int32_t ns[] = {0, 2, 5};
     expect_exact("hand6", L, 2, 5, rows, ns);
   }
-  { /* more parts than units: W = 5, P = 7, Q = 1: boundaries 1..4 are overhead (move back to 0),
-     * 5 and 6 are >= W, so part 4 = [0, 5) holds the request and every other part is empty */
+  { /* more parts than units: W = 3, P = 7, Q = 1: boundaries 1 and 2 are overhead (move back to
+     * 0), 3..6 are >= W, so part 2 = [0, 3) holds the request and every other part is empty */
     const int32_t L[] = {0};
-    const int32_t rows[][5] = {{-1}, {-1}, {-1}, {-1}, {0, 0, 0, 0, 0}, {-1}, {-1}};
+    const int32_t rows[][5] = {{-1}, {-1}, {0, 0, 0, 0, 0}, {-1}, {-1}, {-1}, {-1}};
     const int32_t ns[] = {0, 1};
     expect_exact("hand7", L, 1, 7, rows, ns);
   }

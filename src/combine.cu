@@ -27,8 +27,9 @@
  *    mostly idle CTAs cost up to 19% of a b = 128 step. With a few splits per request (v6.17) its
  *    serial walk over them is short too: tp b = 32 h_q = 16 (512 rows, ~5 splits) 89.0 -> 86.4 us a
  *    step on an H200, where 8+ splits per request (b <= 16 on 132 parts) measured 1-4 us slower.
- * Batch sits in grid x so any batch size fits; z loops past 65535. A split whose weight is exactly
- * 0 is not read.
+ * Batch sits in grid x so any batch size fits (v6.17: for 3 num_sm_parts <= b <= 1024 the row-per-warp
+ * kernel's grid x is num_sm_parts, one CTA per split request, cmb_nth_split); z loops past 65535. A
+ * split whose weight is exactly 0 is not read.
  *
  * The lse merge is combine_math.h's fmla_merge_lse evaluated in parallel: the same max, the same
  * expf terms and logf, summed in a tree instead of left to right (last-bit differences only).
@@ -83,23 +84,72 @@ static __device__ __forceinline__ float cmb_block_reduce(float v, float *red) {
   return v;
 }
 
+/* Compact grid (v6.17, row-per-warp kernel, CMB_COMPACT_MIN_RATIO * num_sm_parts <= b <=
+ * CMB_COMPACT_MAX_BATCH): grid x is num_sm_parts instead of b, and CTA x merges the x-th split
+ * request in request order (-1: there are fewer). Every part boundary splits at most one request,
+ * so at most num_sm_parts - 1 are split and x < num_sm_parts covers them all; the CTAs that would
+ * only have found their request unsplit are never launched. The search costs each CTA a round of
+ * loads and two barriers, so it pays only when it removes most of the grid. H200, the combine
+ * kernel's duration in the graph (torch.profiler): b = 128 on 33 parts (256 rows, 4096 -> 1056
+ * CTAs) 6.8-7.1 -> 5.6-5.7 us; b = 128 on 66 parts (2048 -> 1056) 5.3 -> 5.5 us and, with no split
+ * at all, 2.8 -> 3.2 us: hence the ratio 3. Thread t reads the split counts of requests t, t + 256,
+ * ...: one round of independent loads. */
+#define CMB_COMPACT_MAX_BATCH 1024
+#define CMB_COMPACT_MIN_RATIO 3
+static __device__ __forceinline__ int cmb_nth_split(const fmla_kernel_params &p, int x) {
+  __shared__ uint32_t msk[CMB_COMPACT_MAX_BATCH / 32]; /* bit i % 32 of word i / 32: request i is split */
+  __shared__ int found;
+  const int b = p.batch;
+  bool f[CMB_COMPACT_MAX_BATCH / CMB_THREADS];
+#pragma unroll
+  for (int k = 0; k < CMB_COMPACT_MAX_BATCH / CMB_THREADS; ++k) {
+    const int i = (int)threadIdx.x + k * CMB_THREADS;
+    f[k] = i < b && fmla_ns_slot(p.num_splits, b, i + 1) - fmla_ns_slot(p.num_splits, b, i) > 1;
+  }
+#pragma unroll
+  for (int k = 0; k < CMB_COMPACT_MAX_BATCH / CMB_THREADS; ++k) {
+    const uint32_t m = __ballot_sync(0xffffffffu, f[k]);
+    if ((threadIdx.x & 31) == 0) msk[(threadIdx.x >> 5) + k * CMB_WARPS] = m;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int left = x, r = -1;
+    for (int w = 0; w < (b + 31) / 32; ++w) {
+      uint32_t m = msk[w];
+      const int c = __popc(m);
+      if (left < c) {
+        for (; left > 0; --left) m &= m - 1; /* drop the lowest set bits */
+        r = w * 32 + __ffs(m) - 1;
+        break;
+      }
+      left -= c;
+    }
+    found = r;
+  }
+  __syncthreads();
+  return found;
+}
+
 /* Both kernels start here. Launched with programmatic dependent launch on sm_90, a CTA may start
  * while the decode kernel drains: wait for it (and for its writes to o_accum / lse_accum to be
- * visible) before any read. Returns request req's split count; *slot0 = its first slot. */
-static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, int req, int *slot0) {
+ * visible) before any read. *req: blockIdx.x, or with `compact` the request found by
+ * cmb_nth_split (-1: none, and 0 is returned). Returns request *req's split count; *slot0 = its
+ * first slot. */
+static __device__ __forceinline__ int cmb_prologue(const fmla_kernel_params &p, int *req, int *slot0, int compact) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-  *slot0 = fmla_ns_slot(p.num_splits, p.batch, req);
-  return fmla_ns_slot(p.num_splits, p.batch, req + 1) - *slot0;
+  if (compact && (*req = cmb_nth_split(p, *req)) < 0) return 0; /* uniform over the CTA */
+  *slot0 = fmla_ns_slot(p.num_splits, p.batch, *req);
+  return fmla_ns_slot(p.num_splits, p.batch, *req + 1) - *slot0;
 }
 
 /* Few rows: a CTA per (row, 128-column chunk), the splits spread over its 8 warps. */
 template <int IS_FP16>
 __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const __grid_constant__ fmla_kernel_params p) {
-  const int req = blockIdx.x, hk = blockIdx.y;
-  int slot0;
-  const int nsplits = cmb_prologue(p, req, &slot0);
+  int req = blockIdx.x, slot0 = 0;
+  const int hk = blockIdx.y;
+  const int nsplits = cmb_prologue(p, &req, &slot0, 0);
   if (nsplits <= 1) return; /* written directly by the decode kernel (uniform: the whole CTA leaves) */
 
   __shared__ float red[CMB_WARPS];
@@ -169,11 +219,12 @@ __global__ void __launch_bounds__(CMB_THREADS) fmla_combine_splits_kernel(const 
 
 /* Many rows or few splits per request (see the launcher): one warp merges one whole row. */
 template <int IS_FP16>
-__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_rows_kernel(const __grid_constant__ fmla_kernel_params p) {
-  const int req = blockIdx.x, hk = blockIdx.y;
-  int slot0;
-  const int nsplits = cmb_prologue(p, req, &slot0);
-  if (nsplits <= 1) return; /* written directly by the decode kernel */
+__global__ void __launch_bounds__(CMB_THREADS) fmla_combine_rows_kernel(const __grid_constant__ fmla_kernel_params p,
+                                                                        int compact) {
+  int req = blockIdx.x, slot0 = 0;
+  const int hk = blockIdx.y;
+  const int nsplits = cmb_prologue(p, &req, &slot0, compact);
+  if (nsplits <= 1) return; /* written directly by the decode kernel, or (compact) no request left */
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int rows = p.rows, ngroups = p.ngroups;
@@ -235,9 +286,11 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
                           p->batch, p->num_heads_k, p->rows);
   const int by_splits = (int64_t)p->batch * p->num_heads_k * p->rows <= CMB_SPLITS_MAX_ROWS &&
                         (int64_t)p->num_sm_parts >= (int64_t)CMB_SPLITS_MIN_PARTS * p->batch;
+  const int compact = !by_splits && p->batch >= (int64_t)CMB_COMPACT_MIN_RATIO * p->num_sm_parts &&
+                      p->batch <= CMB_COMPACT_MAX_BATCH;
   int64_t units = by_splits ? (int64_t)p->rows * CMB_CHUNKS : ((int64_t)p->rows + CMB_WARPS - 1) / CMB_WARPS;
   if (units > 65535) units = 65535; /* the kernels loop over the rest */
-  const dim3 grid((unsigned)p->batch, (unsigned)p->num_heads_k, (unsigned)units);
+  const dim3 grid((unsigned)(compact ? p->num_sm_parts : p->batch), (unsigned)p->num_heads_k, (unsigned)units);
   /* PDL (sm_90+): the combine grid is launched while the decode grid finishes, hiding the launch
    * gap that dominates small decode steps; the kernel's griddepcontrol.wait keeps it correct. */
   cudaLaunchConfig_t cfg = {};
@@ -255,8 +308,8 @@ extern "C" flash_mla_status_t fmla_launch_combine(const fmla_kernel_params *p, v
     e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<1>, *p)
                                          : cudaLaunchKernelEx(&cfg, fmla_combine_splits_kernel<0>, *p);
   else
-    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<1>, *p)
-                                         : cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<0>, *p);
+    e = p->dtype == FLASH_MLA_DTYPE_FP16 ? cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<1>, *p, compact)
+                                         : cudaLaunchKernelEx(&cfg, fmla_combine_rows_kernel<0>, *p, compact);
   if (e == cudaSuccess) e = cudaGetLastError();
   if (e != cudaSuccess) return fmla_set_error(FLASH_MLA_ERROR_CUDA, "combine: kernel launch: %s", cudaGetErrorString(e));
   return FLASH_MLA_SUCCESS;

@@ -652,19 +652,26 @@ def test_decode_no_split_mode(kernel):
 
 def test_decode_packed_schedule(kernel):
     """Varied lengths with b >= the part count: the scheduler's packed mode (params.h) orders the
-    requests by size and splits few; results against the reference, every request, s_q 1 and 2."""
+    requests by size and splits few; results against the reference, every request, s_q 1 and 2.
+    With b >= 3x the part count the combine runs its compact grid (one CTA per split request,
+    combine.cu): b = 400 on 132 parts must split some request for that to be exercised."""
     gen = torch.Generator(device=DEV).manual_seed(21)
     rng = random.Random(21)
-    failures = []
-    for b, s_q, h_q in [(128, 1, 128), (100, 2, 128), (200, 1, 64)]:
+    failures, split = [], 0
+    for b, s_q, h_q in [(128, 1, 128), (100, 2, 128), (400, 1, 64)]:
         lens = [max(1, int(rng.normalvariate(600, 300))) for _ in range(b)]
         lens[3] = 0  # a request with no key, somewhere in the order
         pool = Pool(lens, 64, 1, torch.bfloat16, gen)
         meta = flash_mla.get_mla_metadata(pool.L, s_q * h_q, 1)
+        assert meta[0].shape[0] < b, "b must exceed the part count here"
+        slots = (meta[1] & 0xFFFF).tolist()
+        if b >= 3 * meta[0].shape[0]:
+            split += sum(slots[i + 1] - slots[i] > 1 for i in range(b))
         order = (meta[1][:b] >> 16).tolist()
         q = torch.randn(b, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
         what = "b=%d s_q=%d h_q=%d (%s order)" % (b, s_q, h_q, "packed" if order != list(range(b)) else "identity")
         check_case(q, pool, s_q > 1, kernel, what, failures)
+    assert split >= 1, "no request split where b >= 3x the parts: the combine's compact grid went untested"
     assert_no_failures(failures, 3)
 
 

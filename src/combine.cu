@@ -54,9 +54,7 @@
  * row-per-warp one. Measured on an H200 (bench/results/h200-v2.json vs h200-v3.json): with <= 256
  * rows the split-parallel kernel was 1.1-2.6x faster (b = 1..8, 100+ splits), with >= 1024 rows up
  * to 1.19x slower (tens of thousands of mostly idle CTAs); 512 was a draw. */
-#ifndef CMB_SPLITS_MAX_ROWS
 #define CMB_SPLITS_MAX_ROWS 512
-#endif
 /* ... and only when num_sm_parts >= this many per request (H200, perf-notes twelfth session: 132
  * parts, b = 16 (8.25 per request) still faster split-parallel, b = 32 (4.1) faster row-per-warp) */
 #define CMB_SPLITS_MIN_PARTS 6

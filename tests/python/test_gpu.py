@@ -10,7 +10,8 @@ half the sequences empty, page sizes 1/3/4/16/48/96/128 (1, 3, 4, 48 and 96 take
 kernels' gather mode; 1, 3 and 4 with 128 or 256 rows its 2-CTA clusters), strided tensors,
 CUDA-graph capture (replay ==
 eager bit for bit, also with the metadata captured), determinism, the GPU scheduler vs its host
-twin up to b = 65536, the FlashMLASchedMeta form, device checks.
+twin up to b = 65536, the FlashMLASchedMeta form, device checks, concurrent calls from two threads
+(a stream each on one device, and a thread per GPU when two are visible).
 
 Environment:
   FLASH_MLA_TEST_KERNEL=auto|portable|hopper   kernel for every decode call (default auto); a kernel
@@ -481,7 +482,9 @@ def test_softmax_scale(kernel):
 # CUDA graphs, determinism, scheduler
 # ---------------------------------------------------------------------------------------------
 def _graph_inputs(seed=3, b=16, s_q=2, h_q=128, h_kv=1, s_k=2000):
-    gen = torch.Generator(device=DEV).manual_seed(seed)
+    """Inputs on the current device (tests on cuda:1 make them inside torch.cuda.device(1))."""
+    gdev = torch.device("cuda", torch.cuda.current_device()) if DEV == "cuda" else DEV
+    gen = torch.Generator(device=gdev).manual_seed(seed)
     lens = gen_lens(b, s_k, s_q, True, seed=seed)
     pool = Pool(lens, 64, h_kv, torch.bfloat16, gen)
     q = torch.randn(b, s_q, h_q, D, dtype=torch.bfloat16, device=DEV, generator=gen).clamp_(-1, 1)
@@ -747,6 +750,99 @@ def test_other_device_than_current(kernel):
     failures = []
     check_case(q, pool, True, kernel, "cuda:1", failures)
     assert_no_failures(failures, 1)
+
+
+def _threaded_decode(jobs, kernel, rounds=6):
+    """Concurrent calls from Python threads, as a server with one thread per GPU (or per stream)
+    makes them. jobs: [(device index, [(pool, q, causal), ...])], inputs already on that device.
+    Each job's thread takes its device and a stream of its own, computes the metadata of its shapes,
+    meets the other threads at a barrier, then makes `rounds` decode calls alternating its shapes
+    (so the library's per-thread tensor-map caches and per-(device, stream) workspaces change hands
+    between calls while the other thread's kernels run). Every output is checked against the fp64
+    reference, and repeats of one shape must be bit-identical (a workspace or cache shared across
+    threads would show as a mismatch). Returns the number of checked calls."""
+    import threading
+
+    sync()
+    for d in {d for d, _ in jobs}:
+        torch.cuda.synchronize(d)
+    results = [[] for _ in jobs]
+    errors = []
+    gate = threading.Barrier(len(jobs))
+
+    def work(j, dev, shapes):
+        try:
+            with torch.cuda.device(dev):
+                st = torch.cuda.Stream()
+                with torch.cuda.stream(st):
+                    metas = [flash_mla.get_mla_metadata(pool.L, q.shape[1] * q.shape[2] // pool.kv.shape[2], pool.kv.shape[2])
+                             for pool, q, _ in shapes]
+                    gate.wait(timeout=60)
+                    for r in range(rounds):
+                        k = r % len(shapes)
+                        pool, q, causal = shapes[k]
+                        out, lse = run_decode(q, pool, causal, kernel, meta=metas[k])
+                        results[j].append((k, out, lse))
+                st.synchronize()
+        except Exception as e:  # reported below with the job that raised it
+            errors.append("job %d (cuda:%d): %r" % (j, dev, e))
+            gate.abort()
+
+    threads = [threading.Thread(target=work, args=(j, d, sh)) for j, (d, sh) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a decode thread did not finish in 300 s"
+    assert not errors, "; ".join(errors)
+    failures, n = [], 0
+    for j, (dev, shapes) in enumerate(jobs):
+        assert len(results[j]) == rounds
+        first = {}
+        for r, (k, out, lse) in enumerate(results[j]):
+            pool, q, causal = shapes[k]
+            what = "job %d cuda:%d round %d shape %d (b=%d s_q=%d h_q=%d)" % (j, dev, r, k, q.shape[0], q.shape[1], q.shape[2])
+            if k in first:
+                o0, l0 = first[k]
+                if not (torch.equal(out, o0) and torch.equal(lse, l0)):
+                    failures.append("%s: differs from the same shape's first call" % what)
+                continue
+            first[k] = (out, lse)
+            out_ref, lse_ref = reference(q, pool.kv, pool.block_table, pool.lens, pool.L, causal, D ** -0.5)
+            ok, detail = compare(out, lse, out_ref, lse_ref)
+            STATS["cases"] += 1
+            n += 1
+            if not ok:
+                STATS["failed"] += 1
+                failures.append("%s: %s" % (what, detail))
+    assert_no_failures(failures, n)
+    return n
+
+
+def _thread_shapes(seed):
+    """Two shapes that split requests (fp32 partials in the workspace, the combine): 256 rows per
+    KV head (the 2-CTA cluster kernel) and 16 rows (the narrow kernel), on the current device."""
+    pool_a, q_a = _graph_inputs(seed=seed, b=6, s_q=2, h_q=128, s_k=2000)
+    pool_b, q_b = _graph_inputs(seed=seed + 1, b=3, s_q=1, h_q=16, s_k=3000)
+    return [(pool_a, q_a, True), (pool_b, q_b, False)]
+
+
+@cuda_only
+def test_threads_share_a_device(kernel):
+    """Two threads, one device, a stream each, calls interleaved."""
+    dev = torch.cuda.current_device()
+    assert _threaded_decode([(dev, _thread_shapes(20)), (dev, _thread_shapes(30))], kernel) == 4
+
+
+@cuda_only
+@pytest.mark.skipif(HAVE_CUDA and torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs: only one visible")
+def test_threads_on_two_devices(kernel):
+    """A thread per GPU (cuda:0 and cuda:1), as a tensor-parallel server's workers, at the same time."""
+    jobs = []
+    for dev, seed in ((0, 40), (1, 50)):
+        with torch.cuda.device(dev):
+            jobs.append((dev, _thread_shapes(seed)))
+    assert _threaded_decode(jobs, kernel) == 4
 
 
 @cuda_only

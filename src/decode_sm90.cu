@@ -83,10 +83,10 @@
  *
  * v4 release order: WG0 finishes PV_B_L before it issues the next S_A (wgmma_wait at the loop top,
  * not inside the S chain: a wait there makes ptxas serialize every wgmma, C7520, which the build now
- * rejects), so stage 1's V[:, 0:256] and P_B tiles go back one S earlier; and when P_B is late
- * (decided over the warpgroup with bar.red.or, wait_group must be uniform) WG0 retires PV_A_L and
- * gives V_A[:, 0:256] back before it waits (v6.15: always, once m_B is in). Both start the
- * producer's next K loads sooner: ~10-15% on the 64/128-row cases (same-run A/B, H200).
+ * rejects), so stage 1's V[:, 0:256] and P_B tiles go back one S earlier; and WG0 retires PV_A_L
+ * and gives V_A[:, 0:256] back before it waits for P_B (v4-v6.14: only when P_B was late, decided
+ * over the warpgroup with bar.red.or; v6.15: always, once m_B is in). Both start the producer's
+ * next K loads sooner: ~10-15% on the 64/128-row cases (same-run A/B, H200).
  *
  * v6.14: in a 2-CTA cluster that holds all the M tiles of a KV head (128 rows), stage 1 is filled and
  * read in freed-first order (tiles 4-7, which WG1 gives back first, then 0-3, then the P_B tile; the
@@ -1826,9 +1826,6 @@ static PFN_cuTensorMapEncodeTiled_v12000 sm90_load_encode_fn(void) {
   return (PFN_cuTensorMapEncodeTiled_v12000)fn;
 }
 
-/* Byte stride of a TMA dimension: a multiple of 16 and below 2^40. A dimension of extent 1 is
- * never stepped, so any legal value stands in for whatever the caller passed. */
-
 /* Rows of one K box: gcd(page, 64), the largest run of keys of a 64-key block that never straddles
  * a page (pages of 64k: 64; 16, 48, 80, ...: 16; 32, 96, ...: 32). Below 16 (1, 8, 24, ...) the
  * kernels gather instead (sm90_gather_mode). */
@@ -1837,6 +1834,8 @@ static int sm90_box_rows(int page) {
   return g < 64 ? g : 64;
 }
 
+/* Byte stride of a TMA dimension: a multiple of 16 and below 2^40. A dimension of extent 1 is
+ * never stepped, so any legal value stands in for whatever the caller passed. */
 static int sm90_tma_stride(int64_t elems, int64_t extent, cuuint64_t *out) {
   if (extent <= 1) {
     *out = 2 * FMLA_HEAD_DIM_K;

@@ -198,6 +198,9 @@
 #ifndef FMLA_SM90_GATHER_MC_MAX_PAGE /* ... for page sizes up to this (H200: 1.13x at 2, 1.02x at 4, 0.96x at 8) */
 #define FMLA_SM90_GATHER_MC_MAX_PAGE 4
 #endif
+#ifndef FMLA_SM90_NW_DBASE /* narrow kernel: descriptors as a base + constant offsets (off: measured, sanitizers not yet run) */
+#define FMLA_SM90_NW_DBASE 0
+#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -1599,6 +1602,10 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
 #pragma unroll
     for (int k = 0; k < 8 * NS; ++k) o[k] = 0.f;
 
+#if FMLA_SM90_NW_DBASE
+    const uint64_t dK0 = wgmma_desc_sw128(sK, 16, 1024), dQ0 = wgmma_desc_sw128(sQ, 16, 1024);
+    const uint64_t dV0 = wgmma_desc_sw128(sK, SM90_TILE_BYTES, 1024);
+#endif
     /* One block; its stage (u % 2) as a compile-time constant, so that every tile's shared-memory
      * address, and with it every wgmma descriptor, is a constant offset from the stage base. */
     auto block = [&](const int n, auto stage_c) {
@@ -1619,8 +1626,13 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
         const int t = sm90_tile_order(stage, jj);
         if (jj) sm90_wait_full<kG>(sfull + t * 8, par);
         wgmma_fence();
+#if FMLA_SM90_NW_DBASE /* one base descriptor + the tile's offset (16-byte units; no field overflows) */
+        const uint64_t da = dK0 + (uint64_t)((stage * SM90_STAGE_BYTES + t * SM90_TILE_BYTES) >> 4);
+        const uint64_t db = dQ0 + (uint64_t)((t * LY::q_tile) >> 4);
+#else
         const uint64_t da = wgmma_desc_sw128(kbase + t * SM90_TILE_BYTES, 16, 1024);
         const uint64_t db = wgmma_desc_sw128(sQ + t * LY::q_tile, 16, 1024);
+#endif
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
           nw_wgmma<kFp16, kN, 0>(s, da + (uint64_t)(kk * 2), db + (uint64_t)(kk * 2), jj != 0 || kk != 0);
@@ -1701,7 +1713,11 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       const uint64_t dp = wgmma_desc_sw128(sP, 16, 1024);
 #pragma unroll
       for (int mt = 0; mt < 8; ++mt) {
+#if FMLA_SM90_NW_DBASE
+        const uint64_t dv = dV0 + (uint64_t)((stage * SM90_STAGE_BYTES + mt * SM90_TILE_BYTES) >> 4);
+#else
         const uint64_t dv = wgmma_desc_sw128(kbase + mt * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
+#endif
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
           nw_wgmma<kFp16, kN, 1>(o + mt * NS, dv + (uint64_t)(kk * 128), dp + (uint64_t)(kk * 2), 1);

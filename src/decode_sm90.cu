@@ -1572,6 +1572,10 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
   float *lsum = (float *)(smem + LY::off_lsum);
   const volatile uint64_t *zmask = (const volatile uint64_t *)(smem + LY::off_zmask);
   const float sl2 = p.scale_log2;
+#if FMLA_SM90_NW_DBASE /* base descriptors of the K stages (S^T and V^T) and of Q, once per CTA */
+  const uint64_t dK0 = wgmma_desc_sw128(sK, 16, 1024), dQ0 = wgmma_desc_sw128(sQ, 16, 1024);
+  const uint64_t dV0 = wgmma_desc_sw128(sK, SM90_TILE_BYTES, 1024);
+#endif
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t u = 0; /* blocks so far in this CTA: stage u % 2, that stage's use u / 2 */
 
@@ -1602,10 +1606,6 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
 #pragma unroll
     for (int k = 0; k < 8 * NS; ++k) o[k] = 0.f;
 
-#if FMLA_SM90_NW_DBASE
-    const uint64_t dK0 = wgmma_desc_sw128(sK, 16, 1024), dQ0 = wgmma_desc_sw128(sQ, 16, 1024);
-    const uint64_t dV0 = wgmma_desc_sw128(sK, SM90_TILE_BYTES, 1024);
-#endif
     /* One block; its stage (u % 2) as a compile-time constant, so that every tile's shared-memory
      * address, and with it every wgmma descriptor, is a constant offset from the stage base. */
     auto block = [&](const int n, auto stage_c) {

@@ -24,6 +24,11 @@
  *   9 seesaw+f mode 0 while WG2's thread 0 streams 72 KB fills (9 bulk copies of 8 KB from a 4 MB
  *              L2-resident buffer, one mbarrier per stage) into the K stages, back to back.
  *  10 seesaw+t mode 9 with one 72 KB fill per 2200 clocks at most (the rate the kernel needs at peak).
+ *  11 s32_ss1  WG0 only: S over 32-key sub-blocks (36 SS m64n32k16 each), four per iteration (the FMA
+ *              of mode 2): is an N = 32 S bound by shared-memory reads of A?
+ *  12 s32_ss2  WG0, WG1: two 32-key S each (the FMA of mode 6).
+ *  13 seesaw32 mode 0 in 32-key sub-blocks: each WG two S32 from its stage, and its PV half (2 k-steps
+ *              each) over all four sub-blocks; the same FMA per iteration as mode 0.
  * Printed: the median over CTAs of (last WG end - first WG start) / ITERS in SM clocks per pair,
  * against 4352 clocks per pair at the dense peak (2048 bf16 FMA/clk/SM) for modes 0 and 1.
  *
@@ -85,6 +90,32 @@ static __device__ __forceinline__ void pv_half(float *o, uint32_t base, uint32_t
   for (int kk = 0; kk < 4; ++kk) wgmma_m64n256k16_ss<0, 0, 1>(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
   wgmma_commit_group();
 }
+/* 32-key sub-blocks (modes 11-13): sub-block j of a stage = its rows 32j .. 32j + 31 (4 KB into each
+ * 64-row tile). S32 = Q K_j^T: 36 SS m64n32k16; PV32 half: P's first 32 columns (2 k-steps) times
+ * V_j[:, 256 half ..] (m64n256k16 x 2). */
+static __device__ __forceinline__ void s32_block(float *s, uint32_t base, uint32_t kb, int j) {
+  asm volatile("" : "+r"(kb));
+  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(base + kb + j * 4096, 16, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int t = 0; t < 9; ++t)
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
+      wgmma_m64n32k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
+    }
+  wgmma_commit_group();
+}
+static __device__ __forceinline__ void pv32_half(float *o, uint32_t base, uint32_t kb, int j, int half) {
+  asm volatile("" : "+r"(kb));
+  const uint64_t dp = wgmma_desc_sw128(base + SP, 16, 1024);
+  const uint64_t dv = wgmma_desc_sw128(base + kb + j * 4096 + half * 4 * TILE, TILE, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 2; ++kk) wgmma_m64n256k16_ss<0, 0, 1>(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
+  wgmma_commit_group();
+}
 #endif
 
 
@@ -126,6 +157,21 @@ static __device__ __forceinline__ void role_s(int iters, uint32_t base, int wt, 
   float acc = 0.f;
   if (MODE == 4) {
     role_pv<2>(iters, base, 0, wt, my, sink);
+    return;
+  }
+  if (MODE == 11) { /* four 32-key S per iteration (the FMA of two 64-key S) */
+    float s16[16];
+    const long long t0 = clock64();
+#pragma unroll 1
+    for (int it = 0; it < iters; ++it) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        s32_block(s16, base, j < 2 ? SK0 : SK1, j & 1);
+        wgmma_wait<0>();
+        acc += s16[0];
+      }
+    }
+    finish(t0, wt, my, acc, sink);
     return;
   }
   uint32_t q[112];
@@ -178,6 +224,29 @@ static __device__ __forceinline__ void role_two(int iters, uint32_t base, int wg
   float acc = 0.f;
   if (MODE == 5) {
     role_pv<1>(iters, base, wg, wt, my, sink);
+    return;
+  }
+  if (MODE == 12 || MODE == 13) { /* each WG: S of both 32-key halves of its own stage (+ MODE 13: its PV half
+                                    over all four sub-blocks) */
+    const uint32_t kb = wg ? SK1 : SK0;
+    float s16[16], o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.f;
+    const long long t0 = clock64();
+#pragma unroll 1
+    for (int it = 0; it < iters; ++it) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        s32_block(s16, base, kb, j);
+        if (MODE == 13) {
+          pv32_half(o, base, SK0, j, wg);
+          pv32_half(o, base, SK1, j, wg);
+        }
+        wgmma_wait<0>();
+        acc += s16[0];
+      }
+    }
+    finish(t0, wt, my, acc + (o[0] + o[127]), sink);
     return;
   }
   uint32_t q[112];
@@ -241,7 +310,7 @@ __global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span,
   __syncthreads();
   const bool wg0 = wg == 0;
   long long *my = span + (blockIdx.x * 3 + wg) * 2;
-  if (MODE == 0 || (MODE >= 5 && MODE != 8)) { /* two issuing WGs: 232 / 232 / 40 */
+  if (MODE == 0 || (MODE >= 5 && MODE != 8 && MODE != 11)) { /* two issuing WGs: 232 / 232 / 40 */
     if (wg < 2) {
       setmaxnreg_inc<232>();
       role_two<MODE>(iters, base, wg, wt, my, sink, done);
@@ -310,7 +379,8 @@ static void run(const char *name, int nsm, int iters, int nwg, const uint8_t *sr
   const double med = per[per.size() / 2];
   /* FMA per pair by mode: S = 2 x 64*64*576, PV = 2 x 64*512*64 */
   const double s_fma = 2.0 * 64 * 64 * 576, pv_fma = 2.0 * 64 * 512 * 64;
-  const double fma = (MODE <= 1 || MODE >= 9) ? s_fma + pv_fma : (MODE <= 3 || MODE >= 6) ? s_fma : pv_fma;
+  const double fma = (MODE <= 1 || MODE == 9 || MODE == 10 || MODE == 13) ? s_fma + pv_fma
+                     : (MODE <= 3 || MODE >= 6) ? s_fma : pv_fma;
   printf("%-8s clk/pair median %7.1f (p10 %7.1f p90 %7.1f)  %.1f%% of peak  kernel %.3f ms\n", name, med,
          per[per.size() / 10], per[per.size() * 9 / 10], 100.0 * fma / 2048.0 / med, ms[ms.size() / 2]);
   CK(cudaFree(dspan));
@@ -337,6 +407,9 @@ int main(int argc, char **argv) {
     run<8>("s_ss1w", nsm, iters, 1, src);
     run<9>("seesaw+f", nsm, iters, 2, src);
     run<10>("seesaw+t", nsm, iters, 2, src);
+    run<11>("s32_ss1", nsm, iters, 1, src);
+    run<12>("s32_ss2", nsm, iters, 2, src);
+    run<13>("seesaw32", nsm, iters, 2, src);
   }
   return 0;
 }

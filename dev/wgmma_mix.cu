@@ -29,11 +29,22 @@
  *  12 s32_ss2  WG0, WG1: two 32-key S each (the FMA of mode 6).
  *  13 seesaw32 mode 0 in 32-key sub-blocks: each WG two S32 from its stage, and its PV half (2 k-steps
  *              each) over all four sub-blocks; the same FMA per iteration as mode 0.
+ *  14 chain1   an S-warpgroup design with its dependencies: WG0 does S of every block (Q tiles 0-6 as
+ *              RS fragments) and the softmax, publishes P and the rescale factors; WG1 / WG2 rescale
+ *              their O half and run PV, then give P back. One P buffer. K resident (no fills).
+ *  15 chain2   mode 14 with two P buffers (the S warpgroup waits for P(n - 2)'s PVs, not P(n - 1)'s).
+ *  16 chain2g  mode 15, and the PV warpgroups issue PV(n) only once S(n + 1) is done (S_done barriers):
+ *              S runs alone on the tensor pipe, PV(n) under the softmax of block n + 1.
+ *  17 chain1g  mode 16 with one P buffer.
+ *  18 pipe     mode 15 with the S warpgroup software-pipelined: S(n + 1) issued into a second
+ *              accumulator set before the softmax of block n; Q tiles 0-4 from registers (80), 5-8 SS.
+ *  19 inter    mode 18 with the softmax of block n placed by hand between the tiles of S(n + 1)'s issue.
  * Printed: the median over CTAs of (last WG end - first WG start) / ITERS in SM clocks per pair,
  * against 4352 clocks per pair at the dense peak (2048 bf16 FMA/clk/SM) for modes 0 and 1.
  *
  * Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Isrc dev/wgmma_mix.cu -o build/wgmma_mix
  */
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -217,6 +228,381 @@ static __device__ __forceinline__ void role_fill(uint32_t base, const uint8_t *s
   my[0] = t0;
   my[1] = (long long)n; /* fills done, not a clock */
 }
+/* Modes 14 / 15, the S-warpgroup chain with its softmax: WG0 computes S of every block (Q tiles 0-6
+ * from registers, 7-8 from smem), its softmax (tree row max, quad shuffles, exp2 by FFMA + MUFU, row
+ * sums), stores P (bf16, swizzled) and the rows' rescale factors, fences, and arrives on P_full;
+ * WG1 / WG2 wait for P, rescale their O half, run PV over that block's V, wait for it and give P
+ * back (P_free, one arrival per warp). kNB = P buffers (1: SP; 2: SP and Q's unused tile 0). */
+#define SB_PFULL (SBAR + 16)
+#define SB_PFREE (SBAR + 32)
+#define SB_SDONE (SBAR + 48)
+#define SB_ALPHA (SBAR + 256)
+template <int kNB, int kGate>
+static __device__ __forceinline__ void role_chain_s(int iters, uint32_t base, int wt, long long *my, float *sink,
+                                                    float *alpha) {
+  uint32_t q[112];
+  load_q(base, wt, q);
+  const int lane = wt & 31, quad = lane & 3, r0 = (wt >> 5) * 16 + (lane >> 2);
+  const float sl2 = 0.0601f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float s[32];
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int n = 0; n < 2 * iters; ++n) {
+    s_block<1>(s, base, (n & 1) ? SK1 : SK0, q);
+    wgmma_wait<0>();
+    if (kGate && lane == 0) mbarrier_arrive(base + SB_SDONE + 8 * (n & 1)); /* S(n) is out of the tensor pipe */
+    float mx0, mx1;
+    {
+      float a[8], b[8];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
+        b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
+      }
+#pragma unroll
+      for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+        for (int c = 0; c < w; ++c) {
+          a[c] = fmaxf(a[c], a[c + w]);
+          b[c] = fmaxf(b[c], b[c + w]);
+        }
+      mx0 = a[0];
+      mx1 = b[0];
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
+    const float a0 = ex2_approx_ftz(m0 - ma0), a1 = ex2_approx_ftz(m1 - ma1);
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[4 * c + e] = ex2_approx_ftz(fmaf(s[4 * c + e], sl2, -ma0));
+        s[4 * c + 2 + e] = ex2_approx_ftz(fmaf(s[4 * c + 2 + e], sl2, -ma1));
+        ps0 += s[4 * c + e];
+        ps1 += s[4 * c + 2 + e];
+      }
+    l0 = l0 * a0 + ps0;
+    l1 = l1 * a1 + ps1;
+    m0 = ma0;
+    m1 = ma1;
+    const int b = kNB == 2 ? (n & 1) : 0;
+    const uint32_t u = kNB == 2 ? (uint32_t)(n >> 1) : (uint32_t)n;
+    if (u > 0)
+      while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
+      }
+    const uint32_t sP = base + (b ? SQ : SP);
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
+      const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
+      __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
+      __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
+      st_shared_b32(x0, *(uint32_t *)&h0);
+      st_shared_b32(x1, *(uint32_t *)&h1);
+    }
+    if (quad == 0) {
+      alpha[b * 64 + r0] = a0;
+      alpha[b * 64 + r0 + 8] = a1;
+    }
+    fence_proxy_async_shared_cta();
+    mbarrier_arrive(base + SB_PFULL + 8 * b);
+  }
+  finish(t0, wt, my, l0 + l1, sink);
+}
+template <int kNB, int kGate>
+static __device__ __forceinline__ void role_chain_pv(int iters, uint32_t base, int half, int wt, long long *my,
+                                                     float *sink, const float *alpha) {
+  const int lane = wt & 31, r0 = (wt >> 5) * 16 + (lane >> 2);
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+  const long long t0 = clock64();
+#pragma unroll 1
+  for (int n = 0; n < 2 * iters; ++n) {
+    const int b = kNB == 2 ? (n & 1) : 0;
+    const uint32_t u = kNB == 2 ? (uint32_t)(n >> 1) : (uint32_t)n;
+    while (!mbarrier_try_wait_parity(base + SB_PFULL + 8 * b, u & 1)) {
+    }
+    if (kGate && n + 1 < 2 * iters) /* PV(n) behind S(n + 1), not beside it */
+      while (!mbarrier_try_wait_parity(base + SB_SDONE + 8 * ((n + 1) & 1), ((n + 1) >> 1) & 1)) {
+      }
+    const float a0 = alpha[b * 64 + r0], a1 = alpha[b * 64 + r0 + 8];
+#pragma unroll
+    for (int c = 0; c < 32; ++c) {
+      o[4 * c + 0] *= a0;
+      o[4 * c + 1] *= a0;
+      o[4 * c + 2] *= a1;
+      o[4 * c + 3] *= a1;
+    }
+    const uint32_t kb = (n & 1) ? SK1 : SK0;
+    const uint64_t dp = wgmma_desc_sw128(base + (b ? SQ : SP), 16, 1024);
+    const uint64_t dv = wgmma_desc_sw128(base + kb + half * 4 * TILE, TILE, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_m64n256k16_ss<0, 0, 1>(o, dp + (uint64_t)(kk * 2), dv + (uint64_t)(kk * 128), 1);
+    wgmma_commit_group();
+    wgmma_wait<0>();
+    if (lane == 0) mbarrier_arrive(base + SB_PFREE + 8 * b);
+  }
+  finish(t0, wt, my, o[0] + o[127], sink);
+}
+/* Mode 18: the S warpgroup software-pipelined: S(n + 1) is issued (into the other of two accumulator
+ * sets) before the softmax of block n, so the tensor pipe runs S(n + 1) and PV(n - 1) under it. Q
+ * tiles 0-4 as RS fragments (80 registers), 5-8 from smem; P double-buffered. */
+static __device__ __forceinline__ void sm90_fence_s_mix(float *s) {
+#pragma unroll
+  for (int k = 0; k < 32; ++k) fence_operand(s[k]);
+}
+static __device__ __forceinline__ void s_block5(float *s, uint32_t base, uint32_t kb, const uint32_t *q) {
+  asm volatile("" : "+r"(kb));
+  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(base + kb, 16, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int t = 0; t < 9; ++t)
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
+      if (t < 5)
+        wgmma_m64n64k16_rs<0>(s, q + 16 * t + 4 * kk, dk + off, t != 0 || kk != 0);
+      else
+        wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
+    }
+  wgmma_commit_group();
+}
+static __device__ __forceinline__ void chain_softmax_publish(float *s, uint32_t base, float *alpha, int n, int r0,
+                                                             int quad, float sl2, float &m0, float &m1, float &l0,
+                                                             float &l1) {
+  float mx0, mx1;
+  {
+    float a[8], b[8];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
+      b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
+    }
+#pragma unroll
+    for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+      for (int c = 0; c < w; ++c) {
+        a[c] = fmaxf(a[c], a[c + w]);
+        b[c] = fmaxf(b[c], b[c + w]);
+      }
+    mx0 = a[0];
+    mx1 = b[0];
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
+  const float a0 = ex2_approx_ftz(m0 - ma0), a1 = ex2_approx_ftz(m1 - ma1);
+  float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+  for (int c = 0; c < 8; ++c)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[4 * c + e] = ex2_approx_ftz(fmaf(s[4 * c + e], sl2, -ma0));
+      s[4 * c + 2 + e] = ex2_approx_ftz(fmaf(s[4 * c + 2 + e], sl2, -ma1));
+      ps0 += s[4 * c + e];
+      ps1 += s[4 * c + 2 + e];
+    }
+  l0 = l0 * a0 + ps0;
+  l1 = l1 * a1 + ps1;
+  m0 = ma0;
+  m1 = ma1;
+  const int b = n & 1;
+  const uint32_t u = (uint32_t)(n >> 1);
+  if (u > 0)
+    while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
+    }
+  const uint32_t sP = base + (b ? SQ : SP);
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
+    const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
+    __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
+    __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
+    st_shared_b32(x0, *(uint32_t *)&h0);
+    st_shared_b32(x1, *(uint32_t *)&h1);
+  }
+  if (quad == 0) {
+    alpha[b * 64 + r0] = a0;
+    alpha[b * 64 + r0 + 8] = a1;
+  }
+  fence_proxy_async_shared_cta();
+  mbarrier_arrive(base + SB_PFULL + 8 * b);
+}
+static __device__ __forceinline__ void role_pipe_s(int iters, uint32_t base, int wt, long long *my, float *sink,
+                                                   float *alpha) {
+  uint32_t q[80];
+#pragma unroll
+  for (int i = 0; i < 80; ++i) q[i] = ld_shared_b32(base + SQ + ((i * 1031 + wt * 16) % (9 * TILE / 4)) * 4);
+  const int lane = wt & 31, quad = lane & 3, r0 = (wt >> 5) * 16 + (lane >> 2);
+  const float sl2 = 0.0601f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float sa[32], sb[32];
+  const long long t0 = clock64();
+  s_block5(sa, base, SK0, q);
+  wgmma_wait<0>();
+#pragma unroll 1
+  long long t_issue = 0, t_soft = 0, t_wait = 0;
+  for (int it = 0; it < iters; ++it) {
+    const int n = 2 * it;
+    const long long c0 = clock64();
+    s_block5(sb, base, SK1, q); /* S(n + 1) under the softmax of n */
+    const long long c1 = clock64();
+    chain_softmax_publish(sa, base, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
+    const long long c2 = clock64();
+    wgmma_wait<0>();
+    const long long c3 = clock64();
+    t_issue += c1 - c0;
+    t_soft += c2 - c1;
+    t_wait += c3 - c2;
+    sm90_fence_s_mix(sb);
+    if (it + 1 < iters) s_block5(sa, base, SK0, q); /* S(n + 2) */
+    chain_softmax_publish(sb, base, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
+    wgmma_wait<0>();
+    sm90_fence_s_mix(sa);
+  }
+  if (blockIdx.x == 0 && wt == 0) { /* block n's clocks, even blocks: issue of S(n + 1), softmax, wait */
+    sink[256] = (float)t_issue / iters;
+    sink[257] = (float)t_soft / iters;
+    sink[258] = (float)t_wait / iters;
+  }
+  finish(t0, wt, my, l0 + l1, sink);
+}
+/* Mode 19: mode 18 with the softmax of block n interleaved, by hand, between the tiles of S(n + 1)'s
+ * wgmma issue (a warp that issues a wgmma waits until the tensor pipe takes it, so "issue S(n + 1),
+ * then the softmax" runs them one after the other). ex2 as volatile asm keeps each piece in place. */
+static __device__ __forceinline__ float ex2v(float x) {
+  float y;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+static __device__ __forceinline__ void s5_tile(float *s, uint64_t dq, uint64_t dk, const uint32_t *q, int t) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
+    if (t < 5)
+      wgmma_m64n64k16_rs<0>(s, q + 16 * t + 4 * kk, dk + off, t != 0 || kk != 0);
+    else
+      wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
+  }
+}
+/* sn: S(n + 1)'s accumulators (issued here unless !issue), s: block n's scores (softmax here) */
+static __device__ __forceinline__ void inter_block(float *sn, float *s, bool issue, uint32_t base, uint32_t kbn,
+                                                   const uint32_t *q, float *alpha, int n, int r0, int quad,
+                                                   float sl2, float &m0, float &m1, float &l0, float &l1) {
+  const int b = n & 1;
+  const uint32_t u = (uint32_t)(n >> 1);
+  if (u > 0)
+    while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
+    }
+  asm volatile("" : "+r"(kbn));
+  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(base + kbn, 16, 1024);
+  if (issue) {
+    wgmma_fence();
+    s5_tile(sn, dq, dk, q, 0);
+    s5_tile(sn, dq, dk, q, 1);
+  }
+  float mx0, mx1;
+  {
+    float a[8], bb[8];
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
+      bb[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
+    }
+#pragma unroll
+    for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+      for (int c = 0; c < w; ++c) {
+        a[c] = fmaxf(a[c], a[c + w]);
+        bb[c] = fmaxf(bb[c], bb[c + w]);
+      }
+    mx0 = a[0];
+    mx1 = bb[0];
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
+  const float a0 = ex2v(m0 - ma0), a1 = ex2v(m1 - ma1);
+  float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+  for (int g = 0; g < 4; ++g) {
+    if (issue) s5_tile(sn, dq, dk, q, 2 + g);
+#pragma unroll
+    for (int c = 2 * g; c < 2 * g + 2; ++c)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[4 * c + e] = ex2v(fmaf(s[4 * c + e], sl2, -ma0));
+        s[4 * c + 2 + e] = ex2v(fmaf(s[4 * c + 2 + e], sl2, -ma1));
+        ps0 += s[4 * c + e];
+        ps1 += s[4 * c + 2 + e];
+      }
+  }
+  l0 = l0 * a0 + ps0;
+  l1 = l1 * a1 + ps1;
+  m0 = ma0;
+  m1 = ma1;
+  const uint32_t sP = base + (b ? SQ : SP);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (issue) s5_tile(sn, dq, dk, q, 6 + h);
+#pragma unroll
+    for (int c = 4 * h; c < 4 * h + 4; ++c) {
+      const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
+      const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
+      __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
+      __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
+      st_shared_b32(x0, *(uint32_t *)&h0);
+      st_shared_b32(x1, *(uint32_t *)&h1);
+    }
+  }
+  if (issue) {
+    s5_tile(sn, dq, dk, q, 8);
+    wgmma_commit_group();
+  }
+  if (quad == 0) {
+    alpha[b * 64 + r0] = a0;
+    alpha[b * 64 + r0 + 8] = a1;
+  }
+  fence_proxy_async_shared_cta();
+  mbarrier_arrive(base + SB_PFULL + 8 * b);
+}
+static __device__ __forceinline__ void role_inter_s(int iters, uint32_t base, int wt, long long *my, float *sink,
+                                                    float *alpha) {
+  uint32_t q[80];
+#pragma unroll
+  for (int i = 0; i < 80; ++i) q[i] = ld_shared_b32(base + SQ + ((i * 1031 + wt * 16) % (9 * TILE / 4)) * 4);
+  const int lane = wt & 31, quad = lane & 3, r0 = (wt >> 5) * 16 + (lane >> 2);
+  const float sl2 = 0.0601f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float sa[32], sb[32];
+  const long long t0 = clock64();
+  s_block5(sa, base, SK0, q);
+  wgmma_wait<0>();
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    const int n = 2 * it;
+    inter_block(sb, sa, true, base, SK1, q, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
+    wgmma_wait<0>();
+    sm90_fence_s_mix(sb);
+    inter_block(sa, sb, it + 1 < iters, base, SK0, q, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
+    wgmma_wait<0>();
+    sm90_fence_s_mix(sa);
+  }
+  finish(t0, wt, my, l0 + l1, sink);
+}
 /* WG0 and WG1 (modes 0, 5, 6, 7, 9, 10) */
 template <int MODE>
 static __device__ __forceinline__ void role_two(int iters, uint32_t base, int wg, int wt, long long *my, float *sink,
@@ -303,6 +689,12 @@ __global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span,
     mbarrier_init(base + SBAR, 1);      /* fill stage 0 */
     mbarrier_init(base + SBAR + 8, 1);  /* fill stage 1 */
     mbarrier_init(base + SBAR + 64, 1); /* mode 8: completed at once */
+    mbarrier_init(base + SB_PFULL, 128); /* modes 14, 15: P_full (S WG threads), P_free (PV warps) */
+    mbarrier_init(base + SB_PFULL + 8, 128);
+    mbarrier_init(base + SB_PFREE, 8);
+    mbarrier_init(base + SB_PFREE + 8, 8);
+    mbarrier_init(base + SB_SDONE, 4); /* modes 16, 17: S of an even / odd block done (S WG warps) */
+    mbarrier_init(base + SB_SDONE + 8, 4);
     mbarrier_arrive(base + SBAR + 64);
     *done = 0;
     fence_proxy_async_shared_cta();
@@ -310,6 +702,30 @@ __global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span,
   __syncthreads();
   const bool wg0 = wg == 0;
   long long *my = span + (blockIdx.x * 3 + wg) * 2;
+  if (MODE == 18 || MODE == 19) { /* the S warpgroup software-pipelined: 184 / 160 / 160 */
+    float *alpha = (float *)(smem + SB_ALPHA);
+    if (wg0) {
+      setmaxnreg_inc<184>();
+      if (MODE == 18) role_pipe_s(iters, base, wt, my, sink, alpha);
+      else role_inter_s(iters, base, wt, my, sink, alpha);
+    } else {
+      setmaxnreg_dec<160>();
+      role_chain_pv<2, 0>(iters, base, wg - 1, wt, my, sink, alpha);
+    }
+    return;
+  }
+  if (MODE >= 14 && MODE <= 17) { /* the S-warpgroup chain: 184 / 160 / 160 */
+    constexpr int kNB = (MODE == 15 || MODE == 16) ? 2 : 1, kGate = MODE >= 16;
+    float *alpha = (float *)(smem + SB_ALPHA);
+    if (wg0) {
+      setmaxnreg_inc<184>();
+      role_chain_s<kNB, kGate>(iters, base, wt, my, sink, alpha);
+    } else {
+      setmaxnreg_dec<160>();
+      role_chain_pv<kNB, kGate>(iters, base, wg - 1, wt, my, sink, alpha);
+    }
+    return;
+  }
   if (MODE == 0 || (MODE >= 5 && MODE != 8 && MODE != 11)) { /* two issuing WGs: 232 / 232 / 40 */
     if (wg < 2) {
       setmaxnreg_inc<232>();
@@ -374,12 +790,18 @@ static void run(const char *name, int nsm, int iters, int nwg, const uint8_t *sr
                (double)h[(c * 3 + 2) * 2 + 1] * 9 * TILE / (double)(b - a));
     }
   }
+  if (MODE == 18) {
+    float h[3];
+    CK(cudaMemcpy(h, dsink + 256, sizeof h, cudaMemcpyDeviceToHost));
+    printf("         CTA 0 thread 0, per even block: issue S(n+1) %.0f clk, softmax + publish %.0f, wait S(n+1) %.0f\n",
+           h[0], h[1], h[2]);
+  }
   std::sort(ms.begin(), ms.end());
   std::sort(per.begin(), per.end());
   const double med = per[per.size() / 2];
   /* FMA per pair by mode: S = 2 x 64*64*576, PV = 2 x 64*512*64 */
   const double s_fma = 2.0 * 64 * 64 * 576, pv_fma = 2.0 * 64 * 512 * 64;
-  const double fma = (MODE <= 1 || MODE == 9 || MODE == 10 || MODE == 13) ? s_fma + pv_fma
+  const double fma = (MODE <= 1 || MODE == 9 || MODE == 10 || MODE >= 13) ? s_fma + pv_fma
                      : (MODE <= 3 || MODE >= 6) ? s_fma : pv_fma;
   printf("%-8s clk/pair median %7.1f (p10 %7.1f p90 %7.1f)  %.1f%% of peak  kernel %.3f ms\n", name, med,
          per[per.size() / 10], per[per.size() * 9 / 10], 100.0 * fma / 2048.0 / med, ms[ms.size() / 2]);
@@ -410,6 +832,12 @@ int main(int argc, char **argv) {
     run<11>("s32_ss1", nsm, iters, 1, src);
     run<12>("s32_ss2", nsm, iters, 2, src);
     run<13>("seesaw32", nsm, iters, 2, src);
+    run<14>("chain1", nsm, iters, 3, src);
+    run<15>("chain2", nsm, iters, 3, src);
+    run<16>("chain2g", nsm, iters, 3, src);
+    run<17>("chain1g", nsm, iters, 3, src);
+    run<18>("pipe", nsm, iters, 3, src);
+    run<19>("inter", nsm, iters, 3, src);
   }
   return 0;
 }

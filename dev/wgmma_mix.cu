@@ -228,15 +228,108 @@ static __device__ __forceinline__ void role_fill(uint32_t base, const uint8_t *s
   my[0] = t0;
   my[1] = (long long)n; /* fills done, not a clock */
 }
-/* Modes 14 / 15, the S-warpgroup chain with its softmax: WG0 computes S of every block (Q tiles 0-6
- * from registers, 7-8 from smem), its softmax (tree row max, quad shuffles, exp2 by FFMA + MUFU, row
- * sums), stores P (bf16, swizzled) and the rows' rescale factors, fences, and arrives on P_full;
- * WG1 / WG2 wait for P, rescale their O half, run PV over that block's V, wait for it and give P
- * back (P_free, one arrival per warp). kNB = P buffers (1: SP; 2: SP and Q's unused tile 0). */
+/* Modes 14-19, the S-warpgroup chain: WG0 computes S of every block (Q tiles as RS fragments), its
+ * softmax (tree row max, quad shuffles, exp2 by FFMA + MUFU, row sums), stores P (bf16, swizzled)
+ * and the rows' rescale factors, fences, and arrives on P_full; WG1 / WG2 wait for P, rescale their
+ * O half, run PV over that block's V, wait for it and give P back (P_free, one arrival per warp).
+ * kNB = P buffers (1: SP; 2: SP and Q's unused tile 0 for odd blocks). */
 #define SB_PFULL (SBAR + 16)
 #define SB_PFREE (SBAR + 32)
 #define SB_SDONE (SBAR + 48)
 #define SB_ALPHA (SBAR + 256)
+static __device__ __forceinline__ void sm90_fence_s_mix(float *s) {
+#pragma unroll
+  for (int k = 0; k < 32; ++k) fence_operand(s[k]);
+}
+/* 2^x; kV: as volatile asm, which keeps each exp where the source puts it (mode 19) */
+template <int kV>
+static __device__ __forceinline__ float mix_ex2(float x) {
+  if (!kV) return ex2_approx_ftz(x);
+  float y;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+/* new running max ma of the thread's two rows and the factors a = 2^(m - ma) */
+template <int kV>
+static __device__ __forceinline__ void mix_rowmax(const float *s, float sl2, float m0, float m1, float &ma0, float &ma1,
+                                                  float &a0, float &a1) {
+  float mx0, mx1;
+  sm90_tree_max(s, mx0, mx1);
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  ma0 = fmaxf(m0, mx0 * sl2);
+  ma1 = fmaxf(m1, mx1 * sl2);
+  a0 = mix_ex2<kV>(m0 - ma0);
+  a1 = mix_ex2<kV>(m1 - ma1);
+}
+/* s <- 2^(s sl2 - ma) for column groups c0 .. c1 - 1, row sums into ps */
+template <int kV>
+static __device__ __forceinline__ void mix_exp(float *s, int c0, int c1, float sl2, float ma0, float ma1, float &ps0,
+                                               float &ps1) {
+#pragma unroll
+  for (int c = c0; c < c1; ++c)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[4 * c + e] = mix_ex2<kV>(fmaf(s[4 * c + e], sl2, -ma0));
+      s[4 * c + 2 + e] = mix_ex2<kV>(fmaf(s[4 * c + 2 + e], sl2, -ma1));
+      ps0 += s[4 * c + e];
+      ps1 += s[4 * c + 2 + e];
+    }
+}
+/* P's column groups c0 .. c1 - 1 as bf16 into the swizzled P tile at sP */
+static __device__ __forceinline__ void mix_store_p(uint32_t sP, const float *s, int c0, int c1, int r0, int quad) {
+#pragma unroll
+  for (int c = c0; c < c1; ++c) {
+    const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
+    const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
+    __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
+    __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
+    st_shared_b32(x0, *(uint32_t *)&h0);
+    st_shared_b32(x1, *(uint32_t *)&h1);
+  }
+}
+/* P buffer of block n and its use count */
+template <int kNB>
+static __device__ __forceinline__ void mix_pbuf(int n, int &b, uint32_t &u) {
+  b = kNB == 2 ? (n & 1) : 0;
+  u = kNB == 2 ? (uint32_t)(n >> 1) : (uint32_t)n;
+}
+static __device__ __forceinline__ void mix_wait_pfree(uint32_t base, int b, uint32_t u) {
+  if (u > 0)
+    while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
+    }
+}
+/* the rows' factors, then P and them to the PV warpgroups */
+static __device__ __forceinline__ void mix_publish(uint32_t base, float *alpha, int b, int r0, int quad, float a0,
+                                                   float a1) {
+  if (quad == 0) {
+    alpha[b * 64 + r0] = a0;
+    alpha[b * 64 + r0 + 8] = a1;
+  }
+  fence_proxy_async_shared_cta();
+  mbarrier_arrive(base + SB_PFULL + 8 * b);
+}
+/* softmax of block n (scores in s) and its publication */
+template <int kNB>
+static __device__ __forceinline__ void chain_softmax_publish(float *s, uint32_t base, float *alpha, int n, int r0,
+                                                             int quad, float sl2, float &m0, float &m1, float &l0,
+                                                             float &l1) {
+  float ma0, ma1, a0, a1, ps0 = 0.f, ps1 = 0.f;
+  mix_rowmax<0>(s, sl2, m0, m1, ma0, ma1, a0, a1);
+  mix_exp<0>(s, 0, 8, sl2, ma0, ma1, ps0, ps1);
+  l0 = l0 * a0 + ps0;
+  l1 = l1 * a1 + ps1;
+  m0 = ma0;
+  m1 = ma1;
+  int b;
+  uint32_t u;
+  mix_pbuf<kNB>(n, b, u);
+  mix_wait_pfree(base, b, u);
+  mix_store_p(base + (b ? SQ : SP), s, 0, 8, r0, quad);
+  mix_publish(base, alpha, b, r0, quad, a0, a1);
+}
 template <int kNB, int kGate>
 static __device__ __forceinline__ void role_chain_s(int iters, uint32_t base, int wt, long long *my, float *sink,
                                                     float *alpha) {
@@ -252,65 +345,7 @@ static __device__ __forceinline__ void role_chain_s(int iters, uint32_t base, in
     s_block<1>(s, base, (n & 1) ? SK1 : SK0, q);
     wgmma_wait<0>();
     if (kGate && lane == 0) mbarrier_arrive(base + SB_SDONE + 8 * (n & 1)); /* S(n) is out of the tensor pipe */
-    float mx0, mx1;
-    {
-      float a[8], b[8];
-#pragma unroll
-      for (int c = 0; c < 8; ++c) {
-        a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
-        b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
-      }
-#pragma unroll
-      for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-        for (int c = 0; c < w; ++c) {
-          a[c] = fmaxf(a[c], a[c + w]);
-          b[c] = fmaxf(b[c], b[c + w]);
-        }
-      mx0 = a[0];
-      mx1 = b[0];
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
-    const float a0 = ex2_approx_ftz(m0 - ma0), a1 = ex2_approx_ftz(m1 - ma1);
-    float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-    for (int c = 0; c < 8; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        s[4 * c + e] = ex2_approx_ftz(fmaf(s[4 * c + e], sl2, -ma0));
-        s[4 * c + 2 + e] = ex2_approx_ftz(fmaf(s[4 * c + 2 + e], sl2, -ma1));
-        ps0 += s[4 * c + e];
-        ps1 += s[4 * c + 2 + e];
-      }
-    l0 = l0 * a0 + ps0;
-    l1 = l1 * a1 + ps1;
-    m0 = ma0;
-    m1 = ma1;
-    const int b = kNB == 2 ? (n & 1) : 0;
-    const uint32_t u = kNB == 2 ? (uint32_t)(n >> 1) : (uint32_t)n;
-    if (u > 0)
-      while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
-      }
-    const uint32_t sP = base + (b ? SQ : SP);
-#pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
-      const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
-      __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
-      __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
-      st_shared_b32(x0, *(uint32_t *)&h0);
-      st_shared_b32(x1, *(uint32_t *)&h1);
-    }
-    if (quad == 0) {
-      alpha[b * 64 + r0] = a0;
-      alpha[b * 64 + r0 + 8] = a1;
-    }
-    fence_proxy_async_shared_cta();
-    mbarrier_arrive(base + SB_PFULL + 8 * b);
+    chain_softmax_publish<kNB>(s, base, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
   }
   finish(t0, wt, my, l0 + l1, sink);
 }
@@ -324,21 +359,15 @@ static __device__ __forceinline__ void role_chain_pv(int iters, uint32_t base, i
   const long long t0 = clock64();
 #pragma unroll 1
   for (int n = 0; n < 2 * iters; ++n) {
-    const int b = kNB == 2 ? (n & 1) : 0;
-    const uint32_t u = kNB == 2 ? (uint32_t)(n >> 1) : (uint32_t)n;
+    int b;
+    uint32_t u;
+    mix_pbuf<kNB>(n, b, u);
     while (!mbarrier_try_wait_parity(base + SB_PFULL + 8 * b, u & 1)) {
     }
     if (kGate && n + 1 < 2 * iters) /* PV(n) behind S(n + 1), not beside it */
       while (!mbarrier_try_wait_parity(base + SB_SDONE + 8 * ((n + 1) & 1), ((n + 1) >> 1) & 1)) {
       }
-    const float a0 = alpha[b * 64 + r0], a1 = alpha[b * 64 + r0 + 8];
-#pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      o[4 * c + 0] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
-    }
+    sm90_rescale(o, alpha[b * 64 + r0], alpha[b * 64 + r0 + 8]);
     const uint32_t kb = (n & 1) ? SK1 : SK0;
     const uint64_t dp = wgmma_desc_sw128(base + (b ? SQ : SP), 16, 1024);
     const uint64_t dv = wgmma_desc_sw128(base + kb + half * 4 * TILE, TILE, 1024);
@@ -351,12 +380,20 @@ static __device__ __forceinline__ void role_chain_pv(int iters, uint32_t base, i
   }
   finish(t0, wt, my, o[0] + o[127], sink);
 }
+
 /* Mode 18: the S warpgroup software-pipelined: S(n + 1) is issued (into the other of two accumulator
- * sets) before the softmax of block n, so the tensor pipe runs S(n + 1) and PV(n - 1) under it. Q
- * tiles 0-4 as RS fragments (80 registers), 5-8 from smem; P double-buffered. */
-static __device__ __forceinline__ void sm90_fence_s_mix(float *s) {
+ * sets) before the softmax of block n. Q tiles 0-4 as RS fragments (80 registers), 5-8 from smem;
+ * P double-buffered. Mode 19: the softmax's pieces placed by hand between the tiles of S(n + 1)'s
+ * issue (exps as volatile asm so that they stay there). */
+static __device__ __forceinline__ void s5_tile(float *s, uint64_t dq, uint64_t dk, const uint32_t *q, int t) {
 #pragma unroll
-  for (int k = 0; k < 32; ++k) fence_operand(s[k]);
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
+    if (t < 5)
+      wgmma_m64n64k16_rs<0>(s, q + 16 * t + 4 * kk, dk + off, t != 0 || kk != 0);
+    else
+      wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
+  }
 }
 static __device__ __forceinline__ void s_block5(float *s, uint32_t base, uint32_t kb, const uint32_t *q) {
   asm volatile("" : "+r"(kb));
@@ -364,80 +401,48 @@ static __device__ __forceinline__ void s_block5(float *s, uint32_t base, uint32_
   const uint64_t dk = wgmma_desc_sw128(base + kb, 16, 1024);
   wgmma_fence();
 #pragma unroll
-  for (int t = 0; t < 9; ++t)
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
-      if (t < 5)
-        wgmma_m64n64k16_rs<0>(s, q + 16 * t + 4 * kk, dk + off, t != 0 || kk != 0);
-      else
-        wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
-    }
+  for (int t = 0; t < 9; ++t) s5_tile(s, dq, dk, q, t);
   wgmma_commit_group();
 }
-static __device__ __forceinline__ void chain_softmax_publish(float *s, uint32_t base, float *alpha, int n, int r0,
-                                                             int quad, float sl2, float &m0, float &m1, float &l0,
-                                                             float &l1) {
-  float mx0, mx1;
-  {
-    float a[8], b[8];
-#pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
-      b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
-    }
-#pragma unroll
-    for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-      for (int c = 0; c < w; ++c) {
-        a[c] = fmaxf(a[c], a[c + w]);
-        b[c] = fmaxf(b[c], b[c + w]);
-      }
-    mx0 = a[0];
-    mx1 = b[0];
+/* mode 19, one block: sn = S(n + 1)'s accumulators (issued here unless !issue), s = block n's scores */
+static __device__ __forceinline__ void inter_block(float *sn, float *s, bool issue, uint32_t base, uint32_t kbn,
+                                                   const uint32_t *q, float *alpha, int n, int r0, int quad,
+                                                   float sl2, float &m0, float &m1, float &l0, float &l1) {
+  int b;
+  uint32_t u;
+  mix_pbuf<2>(n, b, u);
+  mix_wait_pfree(base, b, u);
+  asm volatile("" : "+r"(kbn));
+  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
+  const uint64_t dk = wgmma_desc_sw128(base + kbn, 16, 1024);
+  if (issue) {
+    wgmma_fence();
+    s5_tile(sn, dq, dk, q, 0);
+    s5_tile(sn, dq, dk, q, 1);
   }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
-  const float a0 = ex2_approx_ftz(m0 - ma0), a1 = ex2_approx_ftz(m1 - ma1);
-  float ps0 = 0.f, ps1 = 0.f;
+  float ma0, ma1, a0, a1, ps0 = 0.f, ps1 = 0.f;
+  mix_rowmax<1>(s, sl2, m0, m1, ma0, ma1, a0, a1);
 #pragma unroll
-  for (int c = 0; c < 8; ++c)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      s[4 * c + e] = ex2_approx_ftz(fmaf(s[4 * c + e], sl2, -ma0));
-      s[4 * c + 2 + e] = ex2_approx_ftz(fmaf(s[4 * c + 2 + e], sl2, -ma1));
-      ps0 += s[4 * c + e];
-      ps1 += s[4 * c + 2 + e];
-    }
+  for (int g = 0; g < 4; ++g) {
+    if (issue) s5_tile(sn, dq, dk, q, 2 + g);
+    mix_exp<1>(s, 2 * g, 2 * g + 2, sl2, ma0, ma1, ps0, ps1);
+  }
   l0 = l0 * a0 + ps0;
   l1 = l1 * a1 + ps1;
   m0 = ma0;
   m1 = ma1;
-  const int b = n & 1;
-  const uint32_t u = (uint32_t)(n >> 1);
-  if (u > 0)
-    while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
-    }
-  const uint32_t sP = base + (b ? SQ : SP);
 #pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
-    const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
-    __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
-    __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
-    st_shared_b32(x0, *(uint32_t *)&h0);
-    st_shared_b32(x1, *(uint32_t *)&h1);
+  for (int h = 0; h < 2; ++h) {
+    if (issue) s5_tile(sn, dq, dk, q, 6 + h);
+    mix_store_p(base + (b ? SQ : SP), s, 4 * h, 4 * h + 4, r0, quad);
   }
-  if (quad == 0) {
-    alpha[b * 64 + r0] = a0;
-    alpha[b * 64 + r0 + 8] = a1;
+  if (issue) {
+    s5_tile(sn, dq, dk, q, 8);
+    wgmma_commit_group();
   }
-  fence_proxy_async_shared_cta();
-  mbarrier_arrive(base + SB_PFULL + 8 * b);
+  mix_publish(base, alpha, b, r0, quad, a0, a1);
 }
+template <int kInter>
 static __device__ __forceinline__ void role_pipe_s(int iters, uint32_t base, int wt, long long *my, float *sink,
                                                    float *alpha) {
   uint32_t q[80];
@@ -450,156 +455,39 @@ static __device__ __forceinline__ void role_pipe_s(int iters, uint32_t base, int
   const long long t0 = clock64();
   s_block5(sa, base, SK0, q);
   wgmma_wait<0>();
-#pragma unroll 1
   long long t_issue = 0, t_soft = 0, t_wait = 0;
+#pragma unroll 1
   for (int it = 0; it < iters; ++it) {
     const int n = 2 * it;
-    const long long c0 = clock64();
-    s_block5(sb, base, SK1, q); /* S(n + 1) under the softmax of n */
-    const long long c1 = clock64();
-    chain_softmax_publish(sa, base, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
-    const long long c2 = clock64();
-    wgmma_wait<0>();
-    const long long c3 = clock64();
-    t_issue += c1 - c0;
-    t_soft += c2 - c1;
-    t_wait += c3 - c2;
+    if (kInter) {
+      inter_block(sb, sa, true, base, SK1, q, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
+      wgmma_wait<0>();
+    } else {
+      const long long c0 = clock64();
+      s_block5(sb, base, SK1, q); /* S(n + 1) under the softmax of n */
+      const long long c1 = clock64();
+      chain_softmax_publish<2>(sa, base, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
+      const long long c2 = clock64();
+      wgmma_wait<0>();
+      const long long c3 = clock64();
+      t_issue += c1 - c0;
+      t_soft += c2 - c1;
+      t_wait += c3 - c2;
+    }
     sm90_fence_s_mix(sb);
-    if (it + 1 < iters) s_block5(sa, base, SK0, q); /* S(n + 2) */
-    chain_softmax_publish(sb, base, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
+    if (kInter) {
+      inter_block(sa, sb, it + 1 < iters, base, SK0, q, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
+    } else {
+      if (it + 1 < iters) s_block5(sa, base, SK0, q); /* S(n + 2) */
+      chain_softmax_publish<2>(sb, base, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
+    }
     wgmma_wait<0>();
     sm90_fence_s_mix(sa);
   }
-  if (blockIdx.x == 0 && wt == 0) { /* block n's clocks, even blocks: issue of S(n + 1), softmax, wait */
+  if (!kInter && blockIdx.x == 0 && wt == 0) { /* block n's clocks, even blocks: issue of S(n + 1), softmax, wait */
     sink[256] = (float)t_issue / iters;
     sink[257] = (float)t_soft / iters;
     sink[258] = (float)t_wait / iters;
-  }
-  finish(t0, wt, my, l0 + l1, sink);
-}
-/* Mode 19: mode 18 with the softmax of block n interleaved, by hand, between the tiles of S(n + 1)'s
- * wgmma issue (a warp that issues a wgmma waits until the tensor pipe takes it, so "issue S(n + 1),
- * then the softmax" runs them one after the other). ex2 as volatile asm keeps each piece in place. */
-static __device__ __forceinline__ float ex2v(float x) {
-  float y;
-  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-static __device__ __forceinline__ void s5_tile(float *s, uint64_t dq, uint64_t dk, const uint32_t *q, int t) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    const uint64_t off = (uint64_t)((t * TILE + kk * 32) >> 4);
-    if (t < 5)
-      wgmma_m64n64k16_rs<0>(s, q + 16 * t + 4 * kk, dk + off, t != 0 || kk != 0);
-    else
-      wgmma_m64n64k16_ss<0>(s, dq + off, dk + off, t != 0 || kk != 0);
-  }
-}
-/* sn: S(n + 1)'s accumulators (issued here unless !issue), s: block n's scores (softmax here) */
-static __device__ __forceinline__ void inter_block(float *sn, float *s, bool issue, uint32_t base, uint32_t kbn,
-                                                   const uint32_t *q, float *alpha, int n, int r0, int quad,
-                                                   float sl2, float &m0, float &m1, float &l0, float &l1) {
-  const int b = n & 1;
-  const uint32_t u = (uint32_t)(n >> 1);
-  if (u > 0)
-    while (!mbarrier_try_wait_parity(base + SB_PFREE + 8 * b, (u - 1) & 1)) {
-    }
-  asm volatile("" : "+r"(kbn));
-  const uint64_t dq = wgmma_desc_sw128(base + SQ, 16, 1024);
-  const uint64_t dk = wgmma_desc_sw128(base + kbn, 16, 1024);
-  if (issue) {
-    wgmma_fence();
-    s5_tile(sn, dq, dk, q, 0);
-    s5_tile(sn, dq, dk, q, 1);
-  }
-  float mx0, mx1;
-  {
-    float a[8], bb[8];
-#pragma unroll
-    for (int c = 0; c < 8; ++c) {
-      a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
-      bb[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
-    }
-#pragma unroll
-    for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-      for (int c = 0; c < w; ++c) {
-        a[c] = fmaxf(a[c], a[c + w]);
-        bb[c] = fmaxf(bb[c], bb[c + w]);
-      }
-    mx0 = a[0];
-    mx1 = bb[0];
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float ma0 = fmaxf(m0, mx0 * sl2), ma1 = fmaxf(m1, mx1 * sl2);
-  const float a0 = ex2v(m0 - ma0), a1 = ex2v(m1 - ma1);
-  float ps0 = 0.f, ps1 = 0.f;
-#pragma unroll
-  for (int g = 0; g < 4; ++g) {
-    if (issue) s5_tile(sn, dq, dk, q, 2 + g);
-#pragma unroll
-    for (int c = 2 * g; c < 2 * g + 2; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        s[4 * c + e] = ex2v(fmaf(s[4 * c + e], sl2, -ma0));
-        s[4 * c + 2 + e] = ex2v(fmaf(s[4 * c + 2 + e], sl2, -ma1));
-        ps0 += s[4 * c + e];
-        ps1 += s[4 * c + 2 + e];
-      }
-  }
-  l0 = l0 * a0 + ps0;
-  l1 = l1 * a1 + ps1;
-  m0 = ma0;
-  m1 = ma1;
-  const uint32_t sP = base + (b ? SQ : SP);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if (issue) s5_tile(sn, dq, dk, q, 6 + h);
-#pragma unroll
-    for (int c = 4 * h; c < 4 * h + 4; ++c) {
-      const uint32_t x0 = sP + r0 * 128 + ((c ^ (r0 & 7)) << 4) + 4 * quad;
-      const uint32_t x1 = sP + (r0 + 8) * 128 + ((c ^ ((r0 + 8) & 7)) << 4) + 4 * quad;
-      __nv_bfloat162 h0 = __floats2bfloat162_rn(s[4 * c + 0], s[4 * c + 1]);
-      __nv_bfloat162 h1 = __floats2bfloat162_rn(s[4 * c + 2], s[4 * c + 3]);
-      st_shared_b32(x0, *(uint32_t *)&h0);
-      st_shared_b32(x1, *(uint32_t *)&h1);
-    }
-  }
-  if (issue) {
-    s5_tile(sn, dq, dk, q, 8);
-    wgmma_commit_group();
-  }
-  if (quad == 0) {
-    alpha[b * 64 + r0] = a0;
-    alpha[b * 64 + r0 + 8] = a1;
-  }
-  fence_proxy_async_shared_cta();
-  mbarrier_arrive(base + SB_PFULL + 8 * b);
-}
-static __device__ __forceinline__ void role_inter_s(int iters, uint32_t base, int wt, long long *my, float *sink,
-                                                    float *alpha) {
-  uint32_t q[80];
-#pragma unroll
-  for (int i = 0; i < 80; ++i) q[i] = ld_shared_b32(base + SQ + ((i * 1031 + wt * 16) % (9 * TILE / 4)) * 4);
-  const int lane = wt & 31, quad = lane & 3, r0 = (wt >> 5) * 16 + (lane >> 2);
-  const float sl2 = 0.0601f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  float sa[32], sb[32];
-  const long long t0 = clock64();
-  s_block5(sa, base, SK0, q);
-  wgmma_wait<0>();
-#pragma unroll 1
-  for (int it = 0; it < iters; ++it) {
-    const int n = 2 * it;
-    inter_block(sb, sa, true, base, SK1, q, alpha, n, r0, quad, sl2, m0, m1, l0, l1);
-    wgmma_wait<0>();
-    sm90_fence_s_mix(sb);
-    inter_block(sa, sb, it + 1 < iters, base, SK0, q, alpha, n + 1, r0, quad, sl2, m0, m1, l0, l1);
-    wgmma_wait<0>();
-    sm90_fence_s_mix(sa);
   }
   finish(t0, wt, my, l0 + l1, sink);
 }
@@ -706,8 +594,7 @@ __global__ void __launch_bounds__(384, 1) mix_kernel(int iters, long long *span,
     float *alpha = (float *)(smem + SB_ALPHA);
     if (wg0) {
       setmaxnreg_inc<184>();
-      if (MODE == 18) role_pipe_s(iters, base, wt, my, sink, alpha);
-      else role_inter_s(iters, base, wt, my, sink, alpha);
+      role_pipe_s<MODE == 19>(iters, base, wt, my, sink, alpha);
     } else {
       setmaxnreg_dec<160>();
       role_chain_pv<2, 0>(iters, base, wg - 1, wt, my, sink, alpha);

@@ -709,27 +709,6 @@ static __device__ __forceinline__ void sm90_store_p(uint32_t sP, const float *s,
   }
 }
 
-/* Row maxima of the thread's 16 + 16 scores (its two rows) as a tree of fmaxf, 4 deep instead of a
- * 16-long chain: ~60 clk less between S and the exp. max is order-free, so it is the chain's answer
- * bit for bit (the final fmaxf with -inf keeps the chain's -inf for a row of NaNs). */
-static __device__ __forceinline__ void sm90_tree_max(const float *s, float &mx0, float &mx1) {
-  float a[8], b[8];
-#pragma unroll
-  for (int c = 0; c < 8; ++c) {
-    a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
-    b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
-  }
-#pragma unroll
-  for (int w = 4; w > 0; w >>= 1)
-#pragma unroll
-    for (int c = 0; c < w; ++c) {
-      a[c] = fmaxf(a[c], a[c + w]);
-      b[c] = fmaxf(b[c], b[c + w]);
-    }
-  mx0 = fmaxf(a[0], -INFINITY);
-  mx1 = fmaxf(b[0], -INFINITY);
-}
-
 /* Mask S (unscaled; negated for a negative scale): keys on a bad page score 0, keys past the row's
  * limit -inf. Returns the quad-reduced row maxima of the thread's two rows in log2 units (times
  * sl2 = |scale| log2(e)); sm90_exp applies the scale to each score inside exp2's FFMA. */
@@ -800,16 +779,6 @@ static __device__ __forceinline__ void sm90_exp(float *s, float sl2, float R0, f
       ps0 += s[4 * c + e];
       ps1 += s[4 * c + 2 + e];
     }
-}
-
-static __device__ __forceinline__ void sm90_rescale(float *o, float a0, float a1) {
-#pragma unroll
-  for (int c = 0; c < 32; ++c) {
-    o[4 * c + 0] *= a0;
-    o[4 * c + 1] *= a0;
-    o[4 * c + 2] *= a1;
-    o[4 * c + 3] *= a1;
-  }
 }
 
 static __device__ __forceinline__ void sm90_fence_o(float *o) {

@@ -10,6 +10,7 @@
 #ifndef FLASH_MLA_PTX_SM90_CUH
 #define FLASH_MLA_PTX_SM90_CUH
 
+#include <math.h> /* INFINITY */
 #include <stdint.h>
 #include <cuda.h> /* CUtensorMap (type only; the driver API is fetched at run time) */
 
@@ -234,6 +235,39 @@ static __device__ __forceinline__ float ex2_approx_ftz(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+/* Not PTX, but shared by the kernel and dev/wgmma_mix.cu: row maxima of an m64n64 S fragment's
+ * 16 + 16 scores (the thread's two rows) as a tree of fmaxf, 4 deep instead of a
+ * 16-long chain: ~60 clk less between S and the exp. max is order-free, so it is the chain's answer
+ * bit for bit (the final fmaxf with -inf keeps the chain's -inf for a row of NaNs). */
+static __device__ __forceinline__ void sm90_tree_max(const float *s, float &mx0, float &mx1) {
+  float a[8], b[8];
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    a[c] = fmaxf(s[4 * c], s[4 * c + 1]);
+    b[c] = fmaxf(s[4 * c + 2], s[4 * c + 3]);
+  }
+#pragma unroll
+  for (int w = 4; w > 0; w >>= 1)
+#pragma unroll
+    for (int c = 0; c < w; ++c) {
+      a[c] = fmaxf(a[c], a[c + w]);
+      b[c] = fmaxf(b[c], b[c + w]);
+    }
+  mx0 = fmaxf(a[0], -INFINITY);
+  mx1 = fmaxf(b[0], -INFINITY);
+}
+
+/* Not PTX either: O *= a per row of an m64n256 f32 accumulator fragment (the thread's two rows) */
+static __device__ __forceinline__ void sm90_rescale(float *o, float a0, float a1) {
+#pragma unroll
+  for (int c = 0; c < 32; ++c) {
+    o[4 * c + 0] *= a0;
+    o[4 * c + 1] *= a0;
+    o[4 * c + 2] *= a1;
+    o[4 * c + 3] *= a1;
+  }
 }
 
 /* 9.7.9.10 st.shared.v4.b32 with a 32-bit shared address (zeroing V rows, 16 bytes at a time). */

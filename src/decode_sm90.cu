@@ -198,9 +198,6 @@
 #ifndef FMLA_SM90_GATHER_MC_MAX_PAGE /* ... for page sizes up to this (H200: 1.13x at 2, 1.02x at 4, 0.96x at 8) */
 #define FMLA_SM90_GATHER_MC_MAX_PAGE 4
 #endif
-#ifndef FMLA_SM90_NW_DBASE /* narrow kernel: descriptors as a base + constant offsets (v6.19; 255 -> 234 registers at N = 32) */
-#define FMLA_SM90_NW_DBASE 1
-#endif
 #ifndef FMLA_SM90_PDL /* programmatic dependent launch: overlap our prologue with the previous kernel */
 #define FMLA_SM90_PDL 1
 #endif
@@ -1463,7 +1460,7 @@ __global__ void __launch_bounds__(SM90_THREADS, 1)
  * 315 -> 238 (N = 32). Outputs bit-identical; H200 at 32 rows -1.5 to -4% in bursts, -3 to -5%
  * time and -5% energy a call under sustained load (perf-notes, fourteenth session). The per-tile
  * descriptors are hoisted into registers: 255 at N = 32 (no spills), 168 at N = 16.
- * v6.19 (FMLA_SM90_NW_DBASE, on): one base descriptor per operand, built once per CTA, plus each
+ * v6.19: one base descriptor per operand, built once per CTA, plus each
  * tile's constant offset (two UIADD3.64 per wgmma; wgmma_desc_sw128's masks kept ptxas from folding
  * the offsets): 255 -> 234 registers at N = 32, S^T chain 244 -> 157 instructions, PV 238 -> 167.
  * Bit-identical; time neutral, energy -0.5-1% a call (H200).
@@ -1545,10 +1542,10 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
   float *lsum = (float *)(smem + LY::off_lsum);
   const volatile uint64_t *zmask = (const volatile uint64_t *)(smem + LY::off_zmask);
   const float sl2 = p.scale_log2;
-#if FMLA_SM90_NW_DBASE /* base descriptors of the K stages (S^T and V^T) and of Q, once per CTA */
+  /* base descriptors of the K stages (S^T and V^T) and of Q, once per CTA; a tile's descriptor is
+   * its base plus the tile's offset in 16-byte units (no field overflows: shared memory < 256 KB) */
   const uint64_t dK0 = wgmma_desc_sw128(sK, 16, 1024), dQ0 = wgmma_desc_sw128(sQ, 16, 1024);
   const uint64_t dV0 = wgmma_desc_sw128(sK, SM90_TILE_BYTES, 1024);
-#endif
   const int begin_req = meta[0], end_req = meta[2];
   uint32_t u = 0; /* blocks so far in this CTA: stage u % 2, that stage's use u / 2 */
 
@@ -1599,13 +1596,8 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
         const int t = sm90_tile_order(stage, jj);
         if (jj) sm90_wait_full<kG>(sfull + t * 8, par);
         wgmma_fence();
-#if FMLA_SM90_NW_DBASE /* one base descriptor + the tile's offset (16-byte units; no field overflows) */
         const uint64_t da = dK0 + (uint64_t)((stage * SM90_STAGE_BYTES + t * SM90_TILE_BYTES) >> 4);
         const uint64_t db = dQ0 + (uint64_t)((t * LY::q_tile) >> 4);
-#else
-        const uint64_t da = wgmma_desc_sw128(kbase + t * SM90_TILE_BYTES, 16, 1024);
-        const uint64_t db = wgmma_desc_sw128(sQ + t * LY::q_tile, 16, 1024);
-#endif
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
           nw_wgmma<kFp16, kN, 0>(s, da + (uint64_t)(kk * 2), db + (uint64_t)(kk * 2), jj != 0 || kk != 0);
@@ -1686,11 +1678,7 @@ static __device__ __forceinline__ void nw_consumer(const fmla_kernel_params &p, 
       const uint64_t dp = wgmma_desc_sw128(sP, 16, 1024);
 #pragma unroll
       for (int mt = 0; mt < 8; ++mt) {
-#if FMLA_SM90_NW_DBASE
         const uint64_t dv = dV0 + (uint64_t)((stage * SM90_STAGE_BYTES + mt * SM90_TILE_BYTES) >> 4);
-#else
-        const uint64_t dv = wgmma_desc_sw128(kbase + mt * SM90_TILE_BYTES, SM90_TILE_BYTES, 1024);
-#endif
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk)
           nw_wgmma<kFp16, kN, 1>(o + mt * NS, dv + (uint64_t)(kk * 128), dp + (uint64_t)(kk * 2), 1);
